@@ -1,0 +1,91 @@
+"""Self-describing checkpoints written atomically, so a crash never leaves a half file.
+
+An encoder checkpoint holds the backbone weights plus everything export needs:
+architecture, input size and channels, normalisation, embedding dimension.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fedssl.augment import normalization
+from fedssl.config import ModelConfig
+from fedssl.models.encoders import build_encoder
+
+FORMAT_VERSION = 1
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=2).encode())
+
+
+def atomic_torch_save(path: Path, obj: Any) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def encoder_metadata(model_cfg: ModelConfig) -> dict[str, Any]:
+    mean, std = normalization(model_cfg.in_channels)
+    return {
+        "format_version": FORMAT_VERSION,
+        "model": dataclasses.asdict(model_cfg),
+        "input": {"channels": model_cfg.in_channels, "height": model_cfg.image_size,
+                  "width": model_cfg.image_size, "mean": list(mean), "std": list(std),
+                  "layout": "NCHW", "scale": "pixel/255"},
+        "embedding_dim": model_cfg.embedding_dim,
+    }
+
+
+def save_encoder(path: Path, backbone_state: dict[str, torch.Tensor], model_cfg: ModelConfig,
+                 **extra: Any) -> None:
+    """Save a bare-encoder state dict (keys without ``backbone.``) with its metadata and extras."""
+    atomic_torch_save(path, {"encoder": backbone_state, "meta": {**encoder_metadata(model_cfg), **extra}})
+
+
+def load_encoder(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the encoder from a checkpoint alone; returns (encoder in eval mode, metadata).
+
+    Raises:
+        FileNotFoundError: if the file is missing.
+        ValueError: if it is not an encoder checkpoint of a known format.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file
+        raise ValueError(f"{path} is not a readable checkpoint: {exc}") from exc
+    if not isinstance(ckpt, dict) or "encoder" not in ckpt or "meta" not in ckpt:
+        raise ValueError(f"{path} is not a fedssl encoder checkpoint (keys: {list(ckpt)[:5]})")
+    meta = ckpt["meta"]
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: format_version {meta.get('format_version')} != {FORMAT_VERSION}")
+    encoder = build_encoder(ModelConfig(**meta["model"]))
+    encoder.load_state_dict(ckpt["encoder"], strict=True)
+    return encoder.eval(), meta

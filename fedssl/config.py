@@ -1,0 +1,237 @@
+"""Run configuration: read once from Flower's flat run config, validated, frozen.
+
+Every key lives in ``[tool.flwr.app.config]`` of ``pyproject.toml`` with its
+default; the rest of the code only sees the dataclasses below. Bad values raise
+``ValueError`` naming the key, the value and what is allowed, before any
+training starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+SSL_METHODS = ("simclr", "byol", "barlowtwins", "moco", "simsiam", "rotation")
+ENCODERS = ("smallcnn", "resnet18")
+PARTITIONS = ("iid", "dirichlet", "classes-per-client")
+AGGREGATIONS = ("fedavg", "fairavg", "loss", "fedvssl", "ldawa", "fedmedian", "trimmedavg", "krum")
+CLIENT_UPDATES = ("none", "fedu", "fedema")
+TRANSPORT_DTYPES = ("float32", "float16")
+PROBE_TASKS = ("fashion-mnist", "digits")
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"run config '{key}' = {value!r} is not one of {list(allowed)}")
+    return value
+
+
+def _in_range(key: str, value: float, low: float, high: float | None = None) -> float:
+    if value < low or (high is not None and value > high):
+        upper = "inf" if high is None else high
+        raise ValueError(f"run config '{key}' = {value!r} is out of range [{low}, {upper}]")
+    return value
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which encoder to build; also saved in checkpoints so export needs nothing else."""
+
+    encoder: str = "smallcnn"
+    embedding_dim: int = 128
+    in_channels: int = 1
+    image_size: int = 28
+    small_stem: bool = True
+
+
+@dataclass(frozen=True)
+class SSLConfig:
+    method: str = "simclr"
+    temperature: float = 0.2
+    proj_dim: int = 128
+    hidden_dim: int = 512
+    momentum: float = 0.99
+    queue_size: int = 4096
+    barlow_lambda: float = 0.005
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    local_epochs: int = 1
+    batch_size: int = 128
+    lr: float = 0.001
+    weight_decay: float = 1e-5
+    max_steps: int = 0  # 0: no cap; caps local steps per round on slow devices
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    partition: str = "dirichlet"
+    alpha: float = 0.5
+    classes_per_client: int = 2
+    max_samples: int = 0  # 0: all of a client's samples each round
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    tasks: tuple[str, ...] = ("fashion-mnist", "digits")
+    knn_k: int = 200
+    knn_t: float = 0.1
+    gallery_size: int = 10000
+    query_size: int = 2000
+
+
+@dataclass(frozen=True)
+class AggregationConfig:
+    rule: str = "fedavg"
+    alpha: float = 0.5  # fedvssl: FedAvg vs loss-weighted mix
+    beta: float = 0.0  # fedvssl: SWA weight of the previous global model
+    trim_fraction: float = 0.2
+    krum_byzantine: int = 1
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    enabled: bool = True
+    min_z_std: float = 0.1
+    min_rankme_ratio: float = 0.02  # rankme / embedding_dim
+    max_norm_ratio: float = 10.0  # update norm / median update norm of the round
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    num_rounds: int = 5
+    fraction_train: float = 1.0
+    min_train_nodes: int = 2
+    seed: int = 0
+    outputs_dir: str = "outputs"
+    resume: str = ""
+    transport_dtype: str = "float32"
+    client_update: str = "none"
+    fedu_threshold: float = 0.5
+    fedema_tau: float = 0.7
+    metrics_port: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    ssl: SSLConfig = field(default_factory=SSLConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    aggregation: AggregationConfig = field(default_factory=AggregationConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+
+    @classmethod
+    def from_flat(cls, flat: Mapping[str, Any]) -> "RunConfig":
+        """Build from Flower's ``context.run_config`` (kebab-case, dotted groups)."""
+        return _validate(_build(cls, dict(flat), prefix=""))
+
+    def to_flat(self) -> dict[str, Any]:
+        """The inverse of :meth:`from_flat`, for ``ConfigRecord``s and checkpoints."""
+        return _flatten(self, prefix="")
+
+
+_GROUP_KEYS = {"model", "ssl", "train", "data", "eval", "aggregation", "filter"}
+
+
+def _key(prefix: str, name: str) -> str:
+    return prefix + name.replace("_", "-")
+
+
+def _build(cls: type, flat: dict[str, Any], prefix: str) -> Any:
+    kwargs: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name in _GROUP_KEYS and not prefix:
+            kwargs[f.name] = _build(type(f.default_factory()), flat, f"{f.name}.")  # type: ignore[misc]
+            continue
+        key = _key(prefix, f.name)
+        if key not in flat:
+            continue
+        kwargs[f.name] = _convert(key, flat.pop(key), f.default)
+    if not prefix:
+        unknown = sorted(k for k in flat if not k.startswith("_"))
+        if unknown:
+            raise ValueError(f"unknown run config key(s) {unknown}; see [tool.flwr.app.config] in pyproject.toml")
+    return cls(**kwargs)
+
+
+def _convert(key: str, value: Any, default: Any) -> Any:
+    """Coerce a run-config value to the type of the field's default."""
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                return value.lower() in ("true", "1")
+            return bool(value)
+        if isinstance(default, int):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, tuple):
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(item.strip() for item in items if item.strip())
+        return str(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"run config '{key}' = {value!r} is not a valid {type(default).__name__}") from None
+
+
+def _flatten(obj: Any, prefix: str) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if f.name in _GROUP_KEYS and not prefix:
+            flat.update(_flatten(value, f"{f.name}."))
+        else:
+            flat[_key(prefix, f.name)] = ",".join(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def _validate(cfg: RunConfig) -> RunConfig:
+    _in_range("num-rounds", cfg.num_rounds, 1)
+    _in_range("fraction-train", cfg.fraction_train, 0.0, 1.0)
+    _in_range("min-train-nodes", cfg.min_train_nodes, 1)
+    _choice("transport-dtype", cfg.transport_dtype, TRANSPORT_DTYPES)
+    _choice("client-update", cfg.client_update, CLIENT_UPDATES)
+    _in_range("fedu-threshold", cfg.fedu_threshold, 0.0)
+    _in_range("fedema-tau", cfg.fedema_tau, 0.0)
+    _in_range("metrics-port", cfg.metrics_port, 0, 65535)
+    if cfg.metrics_port == 8000:
+        raise ValueError("run config 'metrics-port' = 8000 collides with the SuperLink's port; pick another")
+    _choice("model.encoder", cfg.model.encoder, ENCODERS)
+    _in_range("model.embedding-dim", cfg.model.embedding_dim, 2, 8192)
+    _choice("model.in-channels", str(cfg.model.in_channels), ("1", "3"))
+    _in_range("model.image-size", cfg.model.image_size, 8, 1024)
+    _choice("ssl.method", cfg.ssl.method, SSL_METHODS)
+    _in_range("ssl.temperature", cfg.ssl.temperature, 1e-3, 10.0)
+    _in_range("ssl.proj-dim", cfg.ssl.proj_dim, 2)
+    _in_range("ssl.hidden-dim", cfg.ssl.hidden_dim, 2)
+    _in_range("ssl.momentum", cfg.ssl.momentum, 0.0, 1.0)
+    _in_range("ssl.queue-size", cfg.ssl.queue_size, 1)
+    _in_range("ssl.barlow-lambda", cfg.ssl.barlow_lambda, 0.0)
+    _in_range("train.local-epochs", cfg.train.local_epochs, 1)
+    _in_range("train.batch-size", cfg.train.batch_size, 2)
+    _in_range("train.lr", cfg.train.lr, 1e-8, 10.0)
+    _in_range("train.weight-decay", cfg.train.weight_decay, 0.0)
+    _in_range("train.max-steps", cfg.train.max_steps, 0)
+    _choice("data.partition", cfg.data.partition, PARTITIONS)
+    _in_range("data.alpha", cfg.data.alpha, 1e-4)
+    _in_range("data.classes-per-client", cfg.data.classes_per_client, 1, 10)
+    _in_range("data.max-samples", cfg.data.max_samples, 0)
+    if not cfg.eval.tasks:
+        raise ValueError(f"run config 'eval.tasks' is empty; allowed tasks: {list(PROBE_TASKS)}")
+    for task in cfg.eval.tasks:
+        _choice("eval.tasks", task, PROBE_TASKS)
+    _in_range("eval.knn-k", cfg.eval.knn_k, 1)
+    _in_range("eval.knn-t", cfg.eval.knn_t, 1e-4)
+    _in_range("eval.gallery-size", cfg.eval.gallery_size, 10)
+    _in_range("eval.query-size", cfg.eval.query_size, 10)
+    _choice("aggregation.rule", cfg.aggregation.rule, AGGREGATIONS)
+    _in_range("aggregation.alpha", cfg.aggregation.alpha, 0.0, 1.0)
+    _in_range("aggregation.beta", cfg.aggregation.beta, 0.0, 1.0)
+    _in_range("aggregation.trim-fraction", cfg.aggregation.trim_fraction, 0.0, 0.49)
+    _in_range("aggregation.krum-byzantine", cfg.aggregation.krum_byzantine, 0)
+    _in_range("filter.min-z-std", cfg.filter.min_z_std, 0.0)
+    _in_range("filter.min-rankme-ratio", cfg.filter.min_rankme_ratio, 0.0, 1.0)
+    _in_range("filter.max-norm-ratio", cfg.filter.max_norm_ratio, 1.0)
+    return cfg

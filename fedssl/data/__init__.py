@@ -1,0 +1,1 @@
+"""Data sources (Fashion-MNIST, digits, a device's own image folder) and partitioning."""

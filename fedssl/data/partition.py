@@ -1,0 +1,80 @@
+"""Split a labelled data set into non-IID client shards; labels are used only here and in evaluation."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def partition_iid(num_samples: int, num_partitions: int, seed: int) -> list[np.ndarray]:
+    """A random, equal-sized split."""
+    perm = np.random.default_rng(seed).permutation(num_samples)
+    return [np.sort(p) for p in np.array_split(perm, num_partitions)]
+
+
+def partition_dirichlet(labels: np.ndarray, num_partitions: int, alpha: float, seed: int,
+                        min_size: int = 10, max_tries: int = 100) -> list[np.ndarray]:
+    """Per class, share samples among clients in proportions drawn from Dir(alpha).
+
+    Small alpha gives few classes per client. Redraws until every client has
+    ``min_size`` samples (when the data allow it).
+    """
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    min_size = min(min_size, len(labels) // num_partitions)
+    for _ in range(max_tries):
+        shards: list[list[int]] = [[] for _ in range(num_partitions)]
+        for c in classes:
+            idx = rng.permutation(np.flatnonzero(labels == c))
+            cuts = (np.cumsum(rng.dirichlet(np.full(num_partitions, alpha))) * len(idx)).astype(int)[:-1]
+            for shard, part in zip(shards, np.split(idx, cuts)):
+                shard.extend(part.tolist())
+        if min(len(s) for s in shards) >= min_size:
+            break
+    return [np.sort(np.asarray(s, dtype=np.int64)) for s in shards]
+
+
+def partition_classes(labels: np.ndarray, num_partitions: int, classes_per_client: int,
+                      seed: int) -> list[np.ndarray]:
+    """Each client sees ``k`` classes; a class's samples are split among the clients that hold it.
+
+    Classes are dealt round-robin so all are covered when ``num_partitions * k >= classes``;
+    otherwise the unassigned classes' samples are left out (with a warning).
+    """
+    rng = np.random.default_rng(seed)
+    classes = rng.permutation(np.unique(labels))
+    k = min(classes_per_client, len(classes))
+    owners: dict[int, list[int]] = {int(c): [] for c in classes}
+    for client in range(num_partitions):
+        for j in range(k):
+            owners[int(classes[(client * k + j) % len(classes)])].append(client)
+    shards: list[list[int]] = [[] for _ in range(num_partitions)]
+    for c, clients in owners.items():
+        if not clients:
+            log.warning("class %s is held by no client (%d clients x %d classes)", c, num_partitions, k)
+            continue
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        for client, part in zip(clients, np.array_split(idx, len(clients))):
+            shards[client].extend(part.tolist())
+    return [np.sort(np.asarray(s, dtype=np.int64)) for s in shards]
+
+
+def partition(labels: np.ndarray, num_partitions: int, scheme: str, *, alpha: float = 0.5,
+              classes_per_client: int = 2, seed: int = 0) -> list[np.ndarray]:
+    """Dispatch on ``scheme`` (``iid``, ``dirichlet``, ``classes-per-client``).
+
+    Raises:
+        ValueError: for an unknown scheme or fewer than one partition.
+    """
+    if num_partitions < 1:
+        raise ValueError(f"num-partitions = {num_partitions} must be >= 1")
+    if scheme == "iid":
+        return partition_iid(len(labels), num_partitions, seed)
+    if scheme == "dirichlet":
+        return partition_dirichlet(labels, num_partitions, alpha, seed)
+    if scheme == "classes-per-client":
+        return partition_classes(labels, num_partitions, classes_per_client, seed)
+    raise ValueError(f"data.partition = {scheme!r} is not one of ['iid', 'dirichlet', 'classes-per-client']")

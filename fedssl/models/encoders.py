@@ -1,0 +1,73 @@
+"""Backbones shared by every device and the server: a Jetson-sized CNN and ResNet-18.
+
+Each maps images ``(batch, channels, size, size)`` to embeddings
+``(batch, embedding_dim)``; only these weights travel in a federation.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from fedssl._torchvision import torchvision
+from fedssl.config import ModelConfig
+
+
+def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class SmallCNN(nn.Module):
+    """Four conv blocks (~0.4 M parameters): fast enough to train on a Jetson or a laptop CPU."""
+
+    def __init__(self, in_channels: int = 1, embedding_dim: int = 128, width: int = 32) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            _conv_block(in_channels, width),
+            nn.MaxPool2d(2),  # 28 -> 14
+            _conv_block(width, 2 * width),
+            nn.MaxPool2d(2),  # 14 -> 7
+            _conv_block(2 * width, 4 * width),
+            nn.MaxPool2d(2),  # 7 -> 3
+            _conv_block(4 * width, 8 * width),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.fc = nn.Linear(8 * width, embedding_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.features(x))  # (batch, embedding_dim)
+
+
+class ResNet18Encoder(nn.Module):
+    """torchvision ResNet-18; ``small_stem`` swaps the 7x7/stride-2 stem for a 3x3 one (CIFAR-style)."""
+
+    def __init__(self, in_channels: int = 3, embedding_dim: int = 512, small_stem: bool = False) -> None:
+        super().__init__()
+        net = torchvision.models.resnet18(weights=None)
+        if small_stem:
+            net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+            net.maxpool = nn.Identity()
+        elif in_channels != 3:
+            net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        net.fc = nn.Identity() if embedding_dim == 512 else nn.Linear(512, embedding_dim)
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)  # (batch, embedding_dim)
+
+
+def build_encoder(cfg: ModelConfig) -> nn.Module:
+    """Build the backbone named by ``cfg.encoder``.
+
+    Raises:
+        ValueError: for an unknown encoder name.
+    """
+    if cfg.encoder == "smallcnn":
+        return SmallCNN(cfg.in_channels, cfg.embedding_dim)
+    if cfg.encoder == "resnet18":
+        return ResNet18Encoder(cfg.in_channels, cfg.embedding_dim, cfg.small_stem)
+    raise ValueError(f"model.encoder = {cfg.encoder!r} is not one of ['smallcnn', 'resnet18']")

@@ -1,0 +1,57 @@
+"""What every SSL objective shares: a backbone that travels and local parts that don't."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor, nn
+
+BACKBONE_PREFIX = "backbone."
+
+
+class SSLModel(nn.Module):
+    """A backbone plus the heads, targets and queues one SSL objective needs.
+
+    Only ``backbone.*`` entries of the state dict are sent to the server; the
+    rest (``local_state``) stays on the device between rounds.
+    """
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, view_a: Tensor, view_b: Tensor) -> Tensor:
+        """Return the scalar loss for two augmented views of the same images."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """Hook run after each optimiser step (EMA targets, queues)."""
+
+    def backbone_state(self) -> dict[str, Tensor]:
+        return {k: v for k, v in self.state_dict().items() if k.startswith(BACKBONE_PREFIX)}
+
+    def local_state(self) -> dict[str, Tensor]:
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(BACKBONE_PREFIX)}
+
+
+class MomentumTarget(nn.Module):
+    """An EMA copy of some online modules (BYOL target, MoCo key encoder), never trained by SGD."""
+
+    def __init__(self, *online: nn.Module) -> None:
+        super().__init__()
+        self.net = nn.Sequential(*[copy.deepcopy(m) for m in online])
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, online: nn.Sequential, momentum: float) -> None:
+        """``target <- m * target + (1 - m) * online``; buffers (BN statistics) are copied."""
+        for t, o in zip(self.net.parameters(), online.parameters(), strict=True):
+            t.mul_(momentum).add_(o.detach(), alpha=1.0 - momentum)
+        for t, o in zip(self.net.buffers(), online.buffers(), strict=True):
+            t.copy_(o)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)

@@ -1,0 +1,49 @@
+"""State-dict helpers: backbone-only NumPy dicts, the currency of a federation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from fedssl.ssl.base import BACKBONE_PREFIX
+
+
+def to_numpy(state: Mapping[str, Tensor], dtype: str = "float32") -> dict[str, np.ndarray]:
+    """Tensors -> arrays; floating tensors cast to ``dtype`` (``float16`` halves transport)."""
+    out = {}
+    for key, value in state.items():
+        array = value.detach().cpu().numpy()
+        out[key] = array.astype(dtype) if np.issubdtype(array.dtype, np.floating) else array.copy()
+    return out
+
+
+def to_torch(arrays: Mapping[str, np.ndarray]) -> dict[str, Tensor]:
+    """Arrays -> tensors; half-precision transport is widened back to float32."""
+    out = {}
+    for key, value in arrays.items():
+        array = value.astype(np.float32) if value.dtype == np.float16 else value
+        out[key] = torch.from_numpy(np.ascontiguousarray(array))
+    return out
+
+
+def backbone_arrays(model: nn.Module, dtype: str = "float32") -> dict[str, np.ndarray]:
+    """The ``backbone.*`` entries of a model's state dict, as NumPy arrays."""
+    state = {k: v for k, v in model.state_dict().items() if k.startswith(BACKBONE_PREFIX)}
+    return to_numpy(state, dtype)
+
+
+def strip_prefix(state: Mapping[str, Tensor], prefix: str = BACKBONE_PREFIX) -> dict[str, Tensor]:
+    """``backbone.fc.weight`` -> ``fc.weight``, to load into a bare encoder."""
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def load_backbone(model: nn.Module, arrays: Mapping[str, np.ndarray]) -> None:
+    """Load backbone arrays into ``model.backbone``; every key must match (``strict``)."""
+    model.backbone.load_state_dict(strip_prefix(to_torch(arrays)), strict=True)
+
+
+def num_bytes(arrays: Mapping[str, np.ndarray]) -> int:
+    return int(sum(a.nbytes for a in arrays.values()))

@@ -1,0 +1,1 @@
+"""The Flower ServerApp: aggregation, filtering, per-round probe evaluation, checkpoints."""

@@ -1,0 +1,75 @@
+"""ServerApp: set up the run (fresh or resumed), hand the rounds to Flower, save the final encoder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context
+from flwr.common.logger import log
+from flwr.serverapp import Grid, ServerApp
+
+from fedssl.config import RunConfig
+from fedssl.probe import load_probe_tasks
+from fedssl.ssl import build_ssl_model
+from fedssl.state import backbone_arrays
+from server_app.evaluation import RoundEvaluator
+from server_app.outputs import RunOutputs
+from server_app.strategy import FedSSL
+
+INFO = 20
+app = ServerApp()
+
+
+def run_directory(cfg: RunConfig, run_id: int) -> Path:
+    """``<outputs-dir>/<run-id>``, or the folder named by ``resume`` (a path, or a run id under outputs-dir).
+
+    Raises:
+        ValueError: if ``resume`` names a folder without a checkpoint.
+    """
+    root = Path(cfg.outputs_dir).expanduser()
+    if not cfg.resume:
+        return root / str(run_id)
+    resumed = Path(cfg.resume).expanduser()
+    resumed = resumed if resumed.is_absolute() or resumed.exists() else root / cfg.resume
+    if not (resumed / "checkpoint.pt").is_file():
+        raise ValueError(f"run config 'resume' = {cfg.resume!r}: no checkpoint.pt in {resumed}")
+    return resumed
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    cfg = RunConfig.from_flat(context.run_config)
+    torch.manual_seed(cfg.seed)
+    outputs = RunOutputs(run_directory(cfg, context.run_id), str(context.run_id), cfg)
+
+    # 1. The starting point: a seeded random backbone, or the last checkpoint of the resumed run.
+    arrays = backbone_arrays(build_ssl_model(cfg.ssl, cfg.model))
+    checkpoint = outputs.load_checkpoint() if cfg.resume else None
+    done = 0
+    if checkpoint is not None:
+        arrays, done = checkpoint["arrays"], checkpoint["round"]
+        log(INFO, "[fedssl] resuming %s after round %d of %d", outputs.root, done, cfg.num_rounds)
+    log(INFO, "[fedssl] outputs in %s", outputs.root.resolve())
+
+    # 2. The strategy and the per-round evaluation on probe tasks.
+    strategy = FedSSL(cfg, arrays, round_offset=done)
+    tasks = load_probe_tasks(cfg.eval, cfg.model.image_size, seed=cfg.seed)
+    evaluator = RoundEvaluator(cfg, strategy, outputs, tasks, observers=_observers(cfg))
+
+    # 3. Flower runs the rounds that are left.
+    if done < cfg.num_rounds:
+        strategy.start(
+            grid=grid,
+            initial_arrays=ArrayRecord(array_dict={k: Array(v) for k, v in arrays.items()}),
+            num_rounds=cfg.num_rounds - done,
+            train_config=ConfigRecord({"num-rounds": cfg.num_rounds}),
+            evaluate_fn=evaluator,
+        )
+    outputs.finish(strategy.global_arrays)
+    log(INFO, "[fedssl] finished: %s", outputs.root / "encoder.pt")
+
+
+def _observers(cfg: RunConfig) -> list:
+    """Listeners told about each finished round (the Prometheus exporter when a port is set)."""
+    return []

@@ -1,0 +1,116 @@
+"""Everything a run leaves in ``outputs/<run-id>/``, written atomically after every round.
+
+``metrics.json`` (per round and baselines), ``checkpoint.pt`` (to resume),
+``encoder.pt`` (final backbone + export metadata), ``best/<task>.pt`` and
+``knn.png``. A crash loses at most the round in flight.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedssl.checkpoint import atomic_torch_save, atomic_write_json, save_encoder
+from fedssl.config import RunConfig
+from fedssl.state import strip_prefix, to_torch
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.json"
+
+
+class RunOutputs:
+    """The run folder and the history written into it."""
+
+    def __init__(self, root: Path, run_id: str, cfg: RunConfig) -> None:
+        self.root = root
+        self.cfg = cfg
+        self.metrics: dict[str, Any] = {
+            "run_id": run_id, "status": "running", "started": time.time(), "config": cfg.to_flat(),
+            "baselines": {}, "rounds": [], "best": {},
+        }
+
+    # --- resume -------------------------------------------------------------
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        """The last completed round's state, or None for a fresh run.
+
+        Raises:
+            ValueError: if the checkpoint cannot be read.
+        """
+        path = self.root / CHECKPOINT
+        if not path.is_file():
+            return None
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise ValueError(f"cannot resume: {path} is unreadable ({exc})") from exc
+        self.metrics.update({k: ckpt["metrics"][k] for k in ("baselines", "rounds", "best", "run_id", "started")})
+        self.metrics["status"] = "running"
+        self.metrics.setdefault("resumed_at_round", []).append(ckpt["round"])
+        return ckpt
+
+    # --- per round ----------------------------------------------------------
+    def record_round(self, entry: dict[str, Any], arrays: dict[str, np.ndarray],
+                     extra_state: dict[str, Any]) -> list[str]:
+        """Append a round, update best-per-task, write checkpoint and metrics; returns improved tasks."""
+        self.metrics["rounds"].append(entry)
+        improved = []
+        for task, score in entry.get("knn", {}).items():
+            best = self.metrics["best"].get(task)
+            if best is None or score > best["score"]:
+                self.metrics["best"][task] = {"round": entry["round"], "score": score}
+                self.save_encoder(self.root / "best" / f"{task}.pt", arrays, round=entry["round"],
+                                  task=task, knn_top1=score)
+                improved.append(task)
+        atomic_torch_save(self.root / CHECKPOINT, {
+            "round": entry["round"], "arrays": arrays, "metrics": self.metrics, **extra_state})
+        self.write_metrics()
+        return improved
+
+    def write_metrics(self) -> None:
+        atomic_write_json(self.root / METRICS, self.metrics)
+
+    # --- end of run ---------------------------------------------------------
+    def save_encoder(self, path: Path, arrays: dict[str, np.ndarray], **extra: Any) -> None:
+        save_encoder(path, strip_prefix(to_torch(arrays)), self.cfg.model, run_id=self.metrics["run_id"],
+                     ssl_method=self.cfg.ssl.method, **extra)
+
+    def finish(self, arrays: dict[str, np.ndarray]) -> None:
+        last = self.metrics["rounds"][-1] if self.metrics["rounds"] else {"round": 0, "knn": {}}
+        self.save_encoder(self.root / "encoder.pt", arrays, round=last["round"], knn=last.get("knn", {}))
+        self.metrics["status"] = "completed"
+        self.metrics["finished"] = time.time()
+        self.write_metrics()
+        plot_knn(self.metrics, self.root / "knn.png")
+
+
+def plot_knn(metrics: dict[str, Any], path: Path) -> None:
+    """kNN top-1 per round and task, with the raw-pixel and random-init baselines dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    rounds = [r["round"] for r in metrics["rounds"]]
+    for i, task in enumerate(sorted({t for r in metrics["rounds"] for t in r.get("knn", {})})):
+        color = f"C{i}"
+        ax.plot(rounds, [r["knn"].get(task, np.nan) for r in metrics["rounds"]], "o-", color=color,
+                label=f"{task} (federated)")
+        for style, name in ((":", "raw-pixels"), ("--", "random-init")):
+            value = metrics["baselines"].get(name, {}).get(task)
+            if value is not None:
+                ax.axhline(value, linestyle=style, color=color, alpha=0.6, label=f"{task} ({name})")
+    ax.set_xlabel("round")
+    ax.set_ylabel("kNN top-1")
+    ax.set_title(f"run {metrics['run_id']}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)

@@ -1,0 +1,126 @@
+"""The federated SSL strategy: Flower's FedAvg round loop, our validation, filtering and aggregation.
+
+Only ``configure_train`` (to record the sample) and ``aggregate_train`` are
+overridden; Flower's ``start()`` drives the rounds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from fedssl import reply
+from fedssl.config import RunConfig
+from server_app.aggregation import build_rule
+from server_app.filtering import check_collapse
+from server_app.updates import (
+    SKIPPED, ClientUpdate, RejectedUpdate, check_metrics, check_norms, check_structure, update_norm,
+)
+
+WARNING = 30
+
+
+class FedSSL(FedAvg):
+    """FedAvg's sampling and messaging, with backbone validation, collapse filtering and a chosen rule."""
+
+    def __init__(self, cfg: RunConfig, global_arrays: dict[str, np.ndarray], round_offset: int = 0) -> None:
+        super().__init__(
+            fraction_train=cfg.fraction_train, fraction_evaluate=0.0, min_train_nodes=cfg.min_train_nodes,
+            min_available_nodes=cfg.min_train_nodes, weighted_by_key=reply.NUM_EXAMPLES,
+            arrayrecord_key=reply.ARRAYS, configrecord_key=reply.CONFIG,
+        )
+        self.cfg = cfg
+        self.rule = build_rule(cfg.aggregation)
+        self.global_arrays = global_arrays
+        self.round_offset = round_offset
+        self.round_entry: dict[str, Any] = {}
+        self.round_started = time.perf_counter()
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        self.round_started = time.perf_counter()
+        messages = list(super().configure_train(server_round + self.round_offset, arrays, config, grid))
+        self.round_entry = {"round": server_round + self.round_offset, "sampled": len(messages),
+                            "available": len(list(grid.get_node_ids()))}
+        return messages
+
+    def aggregate_train(self, server_round: int,
+                        replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        valid, failed = self._check_and_log_replies(replies, is_train=True, validate=False)
+        accepted, excluded, clients = self._screen(valid)
+        started = time.perf_counter()
+        new_arrays = None
+        if accepted:
+            self.global_arrays = self.rule(
+                [u.arrays for u in accepted], [u.num_examples for u in accepted],
+                [u.loss for u in accepted], self.global_arrays)
+            new_arrays = ArrayRecord(array_dict={k: Array(v) for k, v in self.global_arrays.items()})
+        else:
+            log(WARNING, "round %s: every reply was excluded; the global model stays as it was",
+                self.round_entry.get("round"))
+        total = sum(u.num_examples for u in accepted)
+        loss = sum(u.loss * u.num_examples for u in accepted) / total if total else float("nan")
+        self.round_entry.update({
+            "replied": len(valid), "failed": len(failed), "accepted": len(accepted), "excluded": excluded,
+            "loss": loss, "num_examples": total, "clients": clients,
+            "bytes_received": int(sum(m.content[reply.ARRAYS].count_bytes() for m in valid
+                                      if reply.ARRAYS in m.content.array_records)),
+            "aggregation_seconds": time.perf_counter() - started,
+        })
+        metrics = MetricRecord({"loss": loss if accepted else 0.0, "accepted": len(accepted)})
+        return new_arrays, metrics
+
+    def _screen(self, valid: list[Message]) -> tuple[list[ClientUpdate], list[dict], list[dict]]:
+        """Validate every reply, drop collapsed ones and norm outliers; the reasons are recorded."""
+        candidates: list[ClientUpdate] = []
+        excluded: list[dict] = []
+        clients: list[dict] = []
+        for msg in valid:
+            node = msg.metadata.src_node_id
+            metrics = dict(msg.content.metric_records.get(reply.METRICS, {}))
+            clients.append({"node_id": node, **{k: float(v) for k, v in metrics.items()}})
+            try:
+                update = self._parse(node, msg, metrics)
+            except RejectedUpdate as rejected:
+                excluded.append(_exclusion(node, metrics, rejected))
+                continue
+            candidates.append(update)
+        norms = {u.node_id: update_norm(u.arrays, self.global_arrays) for u in candidates}
+        outliers = check_norms(norms, self.cfg.filter.max_norm_ratio)
+        for update in candidates:
+            update.metrics["update-norm"] = norms[update.node_id]
+            if update.node_id in outliers:
+                excluded.append(_exclusion(update.node_id, update.metrics, outliers[update.node_id]))
+        accepted = [u for u in candidates if u.node_id not in outliers]
+        for entry in excluded:
+            log(WARNING, "round %s: excluded node %s (%s): %s", self.round_entry.get("round"),
+                entry["node_id"], entry["reason"], entry["detail"])
+        return accepted, excluded, clients
+
+    def _parse(self, node: int, msg: Message, metrics: dict[str, float]) -> ClientUpdate:
+        check_metrics(metrics)
+        if metrics[reply.SKIPPED]:
+            raise RejectedUpdate(SKIPPED, "client had too little data to train")
+        if reply.ARRAYS not in msg.content.array_records:
+            raise RejectedUpdate("missing-keys", "reply carries no arrays")
+        arrays = {k: v.numpy() for k, v in msg.content[reply.ARRAYS].items()}
+        check_structure(arrays, self.global_arrays)
+        check_collapse(metrics, self.cfg.filter, self.cfg.model.embedding_dim)
+        arrays = {k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in arrays.items()}
+        return ClientUpdate(node, arrays, metrics)
+
+    def state(self) -> dict[str, Any]:
+        return {"global_arrays": self.global_arrays}
+
+
+def _exclusion(node: int, metrics: dict[str, float], rejected: RejectedUpdate) -> dict[str, Any]:
+    return {"node_id": node, "partition_id": metrics.get(reply.PARTITION_ID, -1), "reason": rejected.reason,
+            "detail": rejected.detail}

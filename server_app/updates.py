@@ -1,0 +1,101 @@
+"""Client updates as the server sees them, and the checks that reject malformed ones.
+
+A rejected update never touches the global model; its reason is recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fedssl import reply
+
+# Reasons, also used as Prometheus label values (bounded set).
+MISSING_KEYS, EXTRA_KEYS, SHAPE, DTYPE, NAN, NORM, METRICS, COLLAPSE = (
+    "missing-keys", "extra-keys", "shape", "dtype", "nan", "norm", "metrics", "collapse")
+SKIPPED = "skipped"
+REASONS = (MISSING_KEYS, EXTRA_KEYS, SHAPE, DTYPE, NAN, NORM, METRICS, COLLAPSE, SKIPPED)
+
+
+class RejectedUpdate(Exception):
+    """A client update the server refuses to aggregate, with a machine-readable ``reason``."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class ClientUpdate:
+    node_id: int
+    arrays: dict[str, np.ndarray]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def num_examples(self) -> float:
+        return self.metrics.get(reply.NUM_EXAMPLES, 0.0)
+
+    @property
+    def loss(self) -> float:
+        return self.metrics.get(reply.LOSS, 0.0)
+
+
+def check_structure(arrays: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> None:
+    """Same keys, shapes and kinds of dtype as the global model; finite values.
+
+    float16 is accepted for float32 entries (half-precision transport).
+    Raises:
+        RejectedUpdate: with the first problem found.
+    """
+    missing = sorted(set(reference) - set(arrays))
+    if missing:
+        raise RejectedUpdate(MISSING_KEYS, f"{len(missing)} missing, e.g. {missing[:3]}")
+    extra = sorted(set(arrays) - set(reference))
+    if extra:
+        raise RejectedUpdate(EXTRA_KEYS, f"{len(extra)} unexpected, e.g. {extra[:3]}")
+    for key, ref in reference.items():
+        value = arrays[key]
+        if value.shape != ref.shape:
+            raise RejectedUpdate(SHAPE, f"{key}: {value.shape} != {ref.shape}")
+        same_kind = np.issubdtype(value.dtype, np.floating) == np.issubdtype(ref.dtype, np.floating)
+        if not same_kind or (not np.issubdtype(ref.dtype, np.floating) and value.dtype != ref.dtype):
+            raise RejectedUpdate(DTYPE, f"{key}: {value.dtype} where {ref.dtype} is expected")
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            raise RejectedUpdate(NAN, f"{key} holds NaN or Inf")
+
+
+def check_metrics(metrics: Mapping[str, float]) -> None:
+    """Every contract key present and finite.
+
+    Raises:
+        RejectedUpdate: naming the bad keys.
+    """
+    missing = [k for k in reply.METRIC_KEYS if k not in metrics]
+    if missing:
+        raise RejectedUpdate(METRICS, f"missing metric(s) {missing}")
+    bad = [k for k in reply.METRIC_KEYS if not np.isfinite(metrics[k])]
+    if bad:
+        raise RejectedUpdate(NAN, f"non-finite metric(s) {bad}")
+
+
+def update_norm(arrays: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> float:
+    """L2 norm of ``arrays - reference`` over floating entries (the size of the client's step)."""
+    total = 0.0
+    for key, ref in reference.items():
+        if np.issubdtype(ref.dtype, np.floating):
+            diff = arrays[key].astype(np.float64) - ref
+            total += float(np.dot(diff.ravel(), diff.ravel()))
+    return total ** 0.5
+
+
+def check_norms(norms: Mapping[int, float], max_ratio: float) -> dict[int, RejectedUpdate]:
+    """Reject updates whose norm is more than ``max_ratio`` times the round's median norm."""
+    if len(norms) < 3:  # a median of two says nothing about which one is the outlier
+        return {}
+    median = float(np.median(list(norms.values())))
+    limit = max_ratio * max(median, 1e-12)
+    return {node: RejectedUpdate(NORM, f"update norm {n:.3g} > {max_ratio:g} x median {median:.3g}")
+            for node, n in norms.items() if n > limit}
