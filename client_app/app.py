@@ -6,18 +6,23 @@ import logging
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from client_app.data import node_images
+from client_app.misbehave import corrupt
 from fedssl import reply
+from fedssl.client_update import fedema, fedema_scale, fedu
 from fedssl.config import RunConfig
 from fedssl.ssl import build_ssl_model
-from fedssl.state import backbone_arrays, load_backbone, to_numpy, to_torch
-from fedssl.train import train_local
+from fedssl.ssl.base import SSLModel
+from fedssl.state import backbone_arrays, strip_prefix, to_numpy, to_torch
+from fedssl.train import collapse_check, train_local
 
 log = logging.getLogger(__name__)
 app = ClientApp()
+LOCAL_BACKBONE = "fedssl-local-backbone"  # this device's backbone after its last round (FedU/FedEMA)
+MERGE_STATE = "fedssl-merge"
 
 
 @app.train()
@@ -25,38 +30,68 @@ def train(msg: Message, context: Context) -> Message:
     cfg = RunConfig.from_flat(context.run_config)
     server_round = int(msg.content[reply.CONFIG].get("server-round", 0))
     torch.manual_seed(cfg.seed * 100_003 + server_round * 1009 + context.node_id % 1000)
+    partition_id = float(context.node_config.get("partition-id", -1))
 
-    # 1. The model: global backbone from the server, heads/targets/queues kept on this device.
+    # 1. The model: heads/targets/queues kept on this device, the backbone from the server
+    #    (merged with this device's own under FedU/FedEMA).
     model = build_ssl_model(cfg.ssl, cfg.model)
     if reply.LOCAL_STATE in context.state:
-        local = context.state[reply.LOCAL_STATE]
-        model.load_state_dict(to_torch({k: v.numpy() for k, v in local.items()}), strict=False)
-    load_backbone(model, {k: v.numpy() for k, v in msg.content[reply.ARRAYS].items()})
+        model.load_state_dict(_tensors(context.state[reply.LOCAL_STATE]), strict=False)
+    global_backbone = strip_prefix(_tensors(msg.content[reply.ARRAYS]))
+    merge_metrics = _load_backbone(model, global_backbone, cfg, context)
 
-    # 2. Local SSL training on this device's unlabeled images, then the collapse check.
+    # 2. Local SSL training on this device's unlabeled images.
     images = node_images(cfg, context.node_config)
-    partition_id = float(context.node_config.get("partition-id", -1))
     if len(images) < 2:
-        metrics = {k: 0.0 for k in reply.METRIC_KEYS} | {reply.SKIPPED: 1.0, reply.PARTITION_ID: partition_id}
         log.warning("skipping round %d: only %d image(s) on this device", server_round, len(images))
+        metrics = {k: 0.0 for k in reply.METRIC_KEYS} | {reply.SKIPPED: 1.0, reply.PARTITION_ID: partition_id}
     else:
         result = train_local(model, images, cfg.model, cfg.train, seed=cfg.seed + server_round,
                              max_samples=cfg.data.max_samples)
+        context.state[LOCAL_BACKBONE] = _record(to_numpy(model.backbone.state_dict()))
+        # 3. Test and benchmark switch: corrupt what is sent, as a broken device would.
+        corrupt(model.backbone, str(context.node_config.get("misbehave", "")))
+        # 4. The collapse check on this device's own images, reported with the update.
+        z_std, rankme = collapse_check(model.backbone, images, cfg.model, seed=cfg.seed)
         metrics = {
-            reply.NUM_EXAMPLES: float(result.num_examples), reply.LOSS: result.loss, reply.Z_STD: result.z_std,
-            reply.RANKME: result.rankme, reply.STEPS: float(result.steps), reply.SECONDS: result.seconds,
+            reply.NUM_EXAMPLES: float(result.num_examples), reply.LOSS: result.loss, reply.Z_STD: z_std,
+            reply.RANKME: rankme, reply.STEPS: float(result.steps), reply.SECONDS: result.seconds,
             reply.EXAMPLES_PER_S: result.examples_per_s, reply.PEAK_MEM_MB: result.peak_mem_mb,
             reply.SKIPPED: 0.0, reply.PARTITION_ID: partition_id,
         }
+    log.info("round %d: %s %s", server_round, metrics, merge_metrics)
 
-    # 3. Keep the local parts on the device; reply with the backbone only.
-    context.state[reply.LOCAL_STATE] = _array_record(to_numpy(model.local_state()))
+    # 5. Keep the local parts on the device; reply with the backbone only.
+    context.state[reply.LOCAL_STATE] = _record(to_numpy(model.local_state()))
     content = RecordDict({
-        reply.ARRAYS: _array_record(backbone_arrays(model, cfg.transport_dtype)),
+        reply.ARRAYS: _record(backbone_arrays(model, cfg.transport_dtype)),
         reply.METRICS: MetricRecord(metrics),
     })
     return Message(content=content, reply_to=msg)
 
 
-def _array_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
+def _load_backbone(model: SSLModel, global_backbone: dict[str, torch.Tensor], cfg: RunConfig,
+                   context: Context) -> dict[str, float]:
+    """Load the global backbone, or its FedU/FedEMA merge with this device's previous one."""
+    if cfg.client_update == "none" or LOCAL_BACKBONE not in context.state:
+        model.backbone.load_state_dict(global_backbone, strict=True)
+        return {}
+    local = _tensors(context.state[LOCAL_BACKBONE])
+    if cfg.client_update == "fedu":
+        chosen, adopted = fedu(local, global_backbone, cfg.fedu_threshold)
+        model.backbone.load_state_dict(chosen, strict=True)
+        return {"fedu-adopted": float(adopted)}
+    state = context.state.config_records.get(MERGE_STATE, ConfigRecord())
+    scale = float(state["scale"]) if "scale" in state else fedema_scale(local, global_backbone, cfg.fedema_tau)
+    context.state[MERGE_STATE] = ConfigRecord({"scale": scale})
+    merged, mu = fedema(local, global_backbone, scale)
+    model.backbone.load_state_dict(merged, strict=True)
+    return {"fedema-mu": mu}
+
+
+def _tensors(record: ArrayRecord) -> dict[str, torch.Tensor]:
+    return to_torch({k: v.numpy() for k, v in record.items()})
+
+
+def _record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
     return ArrayRecord(array_dict={k: Array(v) for k, v in arrays.items()})

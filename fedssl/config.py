@@ -16,6 +16,7 @@ ENCODERS = ("smallcnn", "resnet18")
 PARTITIONS = ("iid", "dirichlet", "classes-per-client")
 AGGREGATIONS = ("fedavg", "fairavg", "loss", "fedvssl", "ldawa", "fedmedian", "trimmedavg", "krum")
 CLIENT_UPDATES = ("none", "fedu", "fedema")
+BYOL_STYLE = ("byol", "simsiam", "moco")  # methods with a predictor or momentum target
 TRANSPORT_DTYPES = ("float32", "float16")
 PROBE_TASKS = ("fashion-mnist", "digits")
 
@@ -198,6 +199,9 @@ def _validate(cfg: RunConfig) -> RunConfig:
     _in_range("metrics-port", cfg.metrics_port, 0, 65535)
     if cfg.metrics_port == 8000:
         raise ValueError("run config 'metrics-port' = 8000 collides with the SuperLink's port; pick another")
+    if cfg.client_update != "none" and cfg.ssl.method not in BYOL_STYLE:
+        raise ValueError(f"run config 'client-update' = {cfg.client_update!r} needs a BYOL-style 'ssl.method' "
+                         f"{list(BYOL_STYLE)}, got {cfg.ssl.method!r}")
     _choice("model.encoder", cfg.model.encoder, ENCODERS)
     _in_range("model.embedding-dim", cfg.model.embedding_dim, 2, 8192)
     _choice("model.in-channels", str(cfg.model.in_channels), ("1", "3"))

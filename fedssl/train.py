@@ -1,4 +1,4 @@
-"""Local SSL training of one device for one round, then its collapse check."""
+"""Local SSL training of one device for one round, and the collapse check of its embeddings."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from fedssl.knn import embed
 from fedssl.ssl.base import SSLModel
 
 log = logging.getLogger(__name__)
-COLLAPSE_SAMPLE = 512  # images held out of nothing: a fixed sample, embedded without augmentation
+COLLAPSE_SAMPLE = 512  # a fixed sample of local images, embedded without augmentation
 
 
 @dataclass
@@ -31,8 +31,6 @@ class LocalResult:
     seconds: float
     examples_per_s: float
     peak_mem_mb: float
-    z_std: float
-    rankme: float
 
     def as_metrics(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items()}
@@ -40,7 +38,7 @@ class LocalResult:
 
 def train_local(model: SSLModel, images: np.ndarray, model_cfg: ModelConfig, train_cfg: TrainConfig,
                 seed: int, max_samples: int = 0) -> LocalResult:
-    """Run ``local_epochs`` of SSL on ``images`` (uint8 ``(N, C, H, W)``) and check for collapse.
+    """Run ``local_epochs`` of SSL on ``images`` (uint8 ``(N, C, H, W)``).
 
     A device with fewer images than a batch trains on one smaller batch.
     Raises:
@@ -77,8 +75,6 @@ def train_local(model: SSLModel, images: np.ndarray, model_cfg: ModelConfig, tra
         if train_cfg.max_steps and steps >= train_cfg.max_steps:
             break
     seconds = time.perf_counter() - start
-    sample = images[rng.choice(len(images), min(COLLAPSE_SAMPLE, len(images)), replace=False)]
-    z = embed(model.backbone, sample, mean, std, model_cfg.in_channels)
     return LocalResult(
         loss=float(np.mean(losses)),
         num_examples=seen,
@@ -86,6 +82,14 @@ def train_local(model: SSLModel, images: np.ndarray, model_cfg: ModelConfig, tra
         seconds=seconds,
         examples_per_s=seen / seconds if seconds > 0 else 0.0,
         peak_mem_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        z_std=z_std(z),
-        rankme=rankme(z),
     )
+
+
+def collapse_check(backbone: torch.nn.Module, images: np.ndarray, model_cfg: ModelConfig,
+                   seed: int) -> tuple[float, float]:
+    """``(z_std, rankme)`` of un-augmented embeddings of a fixed local sample."""
+    rng = np.random.default_rng(seed)
+    sample = images[np.sort(rng.choice(len(images), min(COLLAPSE_SAMPLE, len(images)), replace=False))]
+    mean, std = normalization(model_cfg.in_channels)
+    z = embed(backbone, sample, mean, std, model_cfg.in_channels)
+    return z_std(z), rankme(z)

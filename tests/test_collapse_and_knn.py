@@ -1,0 +1,44 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fedssl.collapse import rankme, z_std
+from fedssl.knn import knn_top1
+
+
+@pytest.mark.parametrize("d", [16, 128])
+def test_z_std_is_one_for_isotropic_and_zero_for_collapsed(d):
+    g = torch.Generator().manual_seed(0)
+    assert z_std(torch.randn(4096, d, generator=g)) == pytest.approx(1.0, abs=0.05)
+    constant = torch.ones(256, d) * torch.randn(1, d, generator=g)
+    assert z_std(constant) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_rankme_counts_the_effective_dimensions():
+    g = torch.Generator().manual_seed(0)
+    full = torch.randn(2048, 32, generator=g)
+    low = torch.randn(2048, 4, generator=g) @ torch.randn(4, 32, generator=g)
+    assert rankme(full) > 28
+    assert 2.5 < rankme(low) <= 4.01
+    assert rankme(torch.ones(64, 32)) == pytest.approx(1.0, abs=0.01)
+
+
+def test_collapse_metrics_reject_bad_shapes():
+    with pytest.raises(ValueError):
+        z_std(torch.randn(10))
+    with pytest.raises(ValueError):
+        rankme(torch.randn(1, 8))
+
+
+def test_knn_separates_clusters_and_is_at_chance_on_noise():
+    g = torch.Generator().manual_seed(0)
+    centres = 10 * torch.randn(5, 16, generator=g)
+    labels = torch.arange(5).repeat_interleave(100)
+    points = centres[labels] + torch.randn(500, 16, generator=g)
+    assert knn_top1(points[::2], labels[::2], points[1::2], labels[1::2], k=20, t=0.1) == 1.0
+    noise = torch.randn(2000, 16, generator=g)
+    random_labels = torch.randint(0, 5, (2000,), generator=g)
+    acc = knn_top1(noise[:1000], random_labels[:1000], noise[1000:], random_labels[1000:], k=20)
+    assert abs(acc - 0.2) < 0.06
