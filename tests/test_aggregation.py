@@ -1,0 +1,85 @@
+"""Each aggregation rule against its formula on small hand-made arrays."""
+
+import numpy as np
+import pytest
+
+from fedssl.config import AggregationConfig
+from server_app.aggregation import (
+    build_rule, fairavg, fedavg, fedmedian, fedvssl, krum, ldawa, loss_weighted, trimmed_mean,
+)
+from server_app.aggregation.ldawa import layer_cosine
+
+A = {"w": np.array([1.0, 2.0], dtype=np.float32), "n": np.array(3, dtype=np.int64)}
+B = {"w": np.array([3.0, 6.0], dtype=np.float32), "n": np.array(5, dtype=np.int64)}
+C = {"w": np.array([5.0, -4.0], dtype=np.float32), "n": np.array(4, dtype=np.int64)}
+PREV = {"w": np.array([1.0, 1.0], dtype=np.float32), "n": np.array(2, dtype=np.int64)}
+UPDATES, N, LOSSES = [A, B, C], [1.0, 2.0, 1.0], [0.5, 1.0, 2.0]
+
+
+def test_fedavg_weights_by_examples_and_keeps_the_largest_counter():
+    out = fedavg(UPDATES, N, LOSSES, PREV)
+    np.testing.assert_allclose(out["w"], (1 * A["w"] + 2 * B["w"] + 1 * C["w"]) / 4, rtol=1e-6)
+    assert out["w"].dtype == np.float32 and out["n"] == 5 and out["n"].dtype == np.int64
+
+
+def test_fairavg_is_the_plain_mean():
+    np.testing.assert_allclose(fairavg(UPDATES, N, LOSSES, PREV)["w"], (A["w"] + B["w"] + C["w"]) / 3, rtol=1e-6)
+
+
+def test_loss_weighting_uses_exp_minus_loss():
+    w = np.exp(-np.array(LOSSES))
+    expected = (w[0] * A["w"] + w[1] * B["w"] + w[2] * C["w"]) / w.sum()
+    np.testing.assert_allclose(loss_weighted(UPDATES, N, LOSSES, PREV)["w"], expected, rtol=1e-5)
+
+
+def test_fedvssl_mixes_fedavg_loss_weighting_and_swa():
+    alpha, beta = 0.3, 0.25
+    avg = fedavg(UPDATES, N, LOSSES, PREV)["w"]
+    lw = loss_weighted(UPDATES, N, LOSSES, PREV)["w"]
+    expected = beta * PREV["w"] + (1 - beta) * (alpha * avg + (1 - alpha) * lw)
+    np.testing.assert_allclose(fedvssl(UPDATES, N, LOSSES, PREV, alpha, beta)["w"], expected, rtol=1e-5)
+
+
+def test_fedvssl_alpha_changes_the_result_so_the_loss_term_is_used():
+    half = fedvssl(UPDATES, N, LOSSES, PREV, alpha=0.5)["w"]
+    only_fedavg = fedvssl(UPDATES, N, LOSSES, PREV, alpha=1.0)["w"]
+    np.testing.assert_allclose(only_fedavg, fedavg(UPDATES, N, LOSSES, PREV)["w"], rtol=1e-6)
+    assert not np.allclose(half, only_fedavg)
+
+
+def test_ldawa_scales_each_layer_by_its_clipped_cosine_to_the_previous_global():
+    cos = [layer_cosine(u["w"], PREV["w"]) for u in UPDATES]
+    share = np.array(N) / sum(N)
+    expected = sum(s * c * u["w"] for s, c, u in zip(share, cos, UPDATES))
+    np.testing.assert_allclose(ldawa(UPDATES, N, LOSSES, PREV)["w"], expected, rtol=1e-5)
+    assert cos[2] < cos[0] <= 1.0  # C points away from the global model and counts less
+
+
+def test_layer_cosine_is_clipped_and_safe_on_zero():
+    v = np.array([1.0, 2.0])
+    assert layer_cosine(v, 3 * v) == pytest.approx(1.0)
+    assert layer_cosine(v, -v) == pytest.approx(-1.0)
+    assert layer_cosine(v, np.zeros(2)) == 0.0
+
+
+def test_robust_rules_reuse_flowers_median_trimmed_mean_and_krum():
+    outlier = {"w": np.array([1000.0, 1000.0], dtype=np.float32), "n": np.array(1, dtype=np.int64)}
+    updates = [A, B, C, outlier]
+    np.testing.assert_allclose(fedmedian(updates, [1] * 4, [0] * 4, PREV)["w"],
+                               np.median([u["w"] for u in updates], axis=0))
+    np.testing.assert_allclose(trimmed_mean(updates, [1] * 4, [0] * 4, PREV, trim_fraction=0.25)["w"],
+                               [4.0, 4.0])  # per coordinate: drop min and max, average the middle two
+    chosen = krum(updates, [1] * 4, [0] * 4, PREV, num_malicious=1)["w"]
+    assert any(np.allclose(chosen, u["w"]) for u in (A, B, C))
+
+
+def test_build_rule_binds_parameters_and_rejects_unknown_rules():
+    rule = build_rule(AggregationConfig(rule="fedvssl", alpha=1.0))
+    np.testing.assert_allclose(rule(UPDATES, N, LOSSES, PREV)["w"], fedavg(UPDATES, N, LOSSES, PREV)["w"])
+    with pytest.raises(ValueError, match="fedprox"):
+        build_rule(AggregationConfig(rule="fedprox"))
+
+
+def test_weights_must_be_positive():
+    with pytest.raises(ValueError):
+        fedavg(UPDATES, [0, 0, 0], LOSSES, PREV)
