@@ -27,8 +27,13 @@ MERGE_STATE = "fedssl-merge"
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    cfg = RunConfig.from_flat(context.run_config)
     server_round = int(msg.content[reply.CONFIG].get("server-round", 0))
+    return Message(content=train_round(msg.content[reply.ARRAYS], server_round, context), reply_to=msg)
+
+
+def train_round(global_arrays: ArrayRecord, server_round: int, context: Context) -> RecordDict:
+    """One round on this device; returns the reply's content (backbone arrays and metrics)."""
+    cfg = RunConfig.from_flat(context.run_config)
     torch.manual_seed(cfg.seed * 100_003 + server_round * 1009 + context.node_id % 1000)
     partition_id = float(context.node_config.get("partition-id", -1))
 
@@ -37,7 +42,7 @@ def train(msg: Message, context: Context) -> Message:
     model = build_ssl_model(cfg.ssl, cfg.model)
     if reply.LOCAL_STATE in context.state:
         model.load_state_dict(_tensors(context.state[reply.LOCAL_STATE]), strict=False)
-    global_backbone = strip_prefix(_tensors(msg.content[reply.ARRAYS]))
+    global_backbone = strip_prefix(_tensors(global_arrays))
     merge_metrics = _load_backbone(model, global_backbone, cfg, context)
 
     # 2. Local SSL training on this device's unlabeled images.
@@ -63,11 +68,10 @@ def train(msg: Message, context: Context) -> Message:
 
     # 5. Keep the local parts on the device; reply with the backbone only.
     context.state[reply.LOCAL_STATE] = _record(to_numpy(model.local_state()))
-    content = RecordDict({
+    return RecordDict({
         reply.ARRAYS: _record(backbone_arrays(model, cfg.transport_dtype)),
         reply.METRICS: MetricRecord(metrics),
     })
-    return Message(content=content, reply_to=msg)
 
 
 def _load_backbone(model: SSLModel, global_backbone: dict[str, torch.Tensor], cfg: RunConfig,

@@ -26,6 +26,8 @@ def z_std(z: Tensor) -> float:
     Shape: (batch, dim)
     """
     _check_rank(z)
+    if not torch.isfinite(z).all():
+        return float("nan")  # a broken encoder: the server rejects non-finite metrics
     return float(F.normalize(z.float(), dim=1).std(dim=0).mean() * math.sqrt(z.shape[1]))
 
 
@@ -37,6 +39,8 @@ def rankme(z: Tensor, eps: float = 1e-7) -> float:
     Shape: (batch, dim)
     """
     _check_rank(z)
+    if not torch.isfinite(z).all():
+        return float("nan")
     s = torch.linalg.svdvals(z.float())
     p = s / (s.sum() + eps) + eps
     return float(torch.exp(-(p * torch.log(p)).sum()))

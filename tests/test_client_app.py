@@ -1,0 +1,113 @@
+"""The ClientApp's round on real Fashion-MNIST shards and image folders (Flower records, no network)."""
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, Context, RecordDict
+from PIL import Image
+
+from client_app.app import LOCAL_BACKBONE, train_round
+from fedssl import reply
+from fedssl.config import RunConfig
+from fedssl.ssl import build_ssl_model
+from fedssl.state import backbone_arrays
+
+SMALL = {"data.max-samples": 64, "train.batch-size": 32}
+
+
+def _global(cfg):
+    arrays = backbone_arrays(build_ssl_model(cfg.ssl, cfg.model))
+    return arrays, ArrayRecord(array_dict={k: Array(v) for k, v in arrays.items()})
+
+
+def _context(run_config, node_config, state=None):
+    return Context(run_id=1, node_id=7, node_config=node_config, state=state or RecordDict(),
+                   run_config=RunConfig.from_flat(run_config).to_flat())
+
+
+@pytest.mark.parametrize("method", ["simclr", "byol", "moco"])
+def test_reply_holds_only_the_backbone_and_heads_stay_on_the_device(method):
+    run_config = {**SMALL, "ssl.method": method, "ssl.queue-size": 128}
+    cfg = RunConfig.from_flat(run_config)
+    sent, record = _global(cfg)
+    ctx = _context(run_config, {"partition-id": 1, "num-partitions": 10})
+    content = train_round(record, 1, ctx)
+    keys = set(content[reply.ARRAYS].keys())
+    assert keys == set(sent)  # exactly the backbone, nothing more
+    assert all(k.startswith("backbone.") for k in keys)
+    metrics = dict(content[reply.METRICS])
+    assert set(metrics) == set(reply.METRIC_KEYS)
+    assert metrics[reply.NUM_EXAMPLES] == 64 and metrics[reply.SKIPPED] == 0
+    assert 0 < metrics[reply.Z_STD] <= 1.5 and metrics[reply.RANKME] > 1
+    local = set(ctx.state[reply.LOCAL_STATE].keys())
+    assert local and not any(k.startswith("backbone.") for k in local)
+    assert any(k.startswith("projector.") for k in local)
+    assert LOCAL_BACKBONE in ctx.state
+
+
+def test_local_heads_persist_between_rounds():
+    cfg = RunConfig.from_flat(SMALL)
+    _, record = _global(cfg)
+    ctx = _context(SMALL, {"partition-id": 0, "num-partitions": 10})
+    train_round(record, 1, ctx)
+    after_first = ctx.state[reply.LOCAL_STATE]["projector.layers.0.weight"].numpy().copy()
+    train_round(record, 2, ctx)
+    fresh = build_ssl_model(cfg.ssl, cfg.model).state_dict()["projector.layers.0.weight"].numpy()
+    second = ctx.state[reply.LOCAL_STATE]["projector.layers.0.weight"].numpy()
+    assert not np.allclose(after_first, fresh)  # trained in round 1...
+    assert not np.allclose(second, after_first)  # ...and trained on from there in round 2
+
+
+def test_half_precision_transport_halves_the_bytes():
+    cfg = RunConfig.from_flat(SMALL)
+    _, record = _global(cfg)
+    full = train_round(record, 1, _context(SMALL, {"partition-id": 0, "num-partitions": 10}))
+    half_cfg = {**SMALL, "transport-dtype": "float16"}
+    half = train_round(record, 1, _context(half_cfg, {"partition-id": 0, "num-partitions": 10}))
+    ratio = half[reply.ARRAYS].count_bytes() / full[reply.ARRAYS].count_bytes()
+    assert 0.45 < ratio < 0.55
+
+
+def test_a_device_folder_with_fewer_images_than_a_batch_still_trains(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (40, 30), dtype=np.uint8)).save(tmp_path / f"img{i}.png")
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    cfg = RunConfig.from_flat(SMALL)
+    _, record = _global(cfg)
+    content = train_round(record, 1, _context(SMALL, {"data-dir": str(tmp_path)}))
+    metrics = dict(content[reply.METRICS])
+    assert metrics[reply.SKIPPED] == 0 and metrics[reply.NUM_EXAMPLES] == 5 and metrics[reply.STEPS] == 1
+
+
+def test_a_device_with_a_single_image_is_skipped_with_a_reason(tmp_path):
+    Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(tmp_path / "only.png")
+    cfg = RunConfig.from_flat(SMALL)
+    _, record = _global(cfg)
+    metrics = dict(train_round(record, 1, _context(SMALL, {"data-dir": str(tmp_path)}))[reply.METRICS])
+    assert metrics[reply.SKIPPED] == 1 and set(metrics) == set(reply.METRIC_KEYS)
+
+
+@pytest.mark.parametrize("mode", ["collapse", "nan", "scale"])
+def test_misbehaving_devices_send_really_bad_updates(mode):
+    cfg = RunConfig.from_flat(SMALL)
+    sent, record = _global(cfg)
+    content = train_round(record, 1, _context(SMALL, {"partition-id": 0, "num-partitions": 10, "misbehave": mode}))
+    arrays = {k: v.numpy() for k, v in content[reply.ARRAYS].items()}
+    metrics = dict(content[reply.METRICS])
+    if mode == "collapse":
+        assert metrics[reply.Z_STD] < 0.01
+    elif mode == "nan":
+        assert any(np.isnan(a).any() for a in arrays.values() if a.dtype.kind == "f")
+    else:
+        assert np.abs(arrays["backbone.fc.weight"]).mean() > 50 * np.abs(sent["backbone.fc.weight"]).mean()
+
+
+def test_bad_node_config_is_refused_with_the_key():
+    cfg = RunConfig.from_flat(SMALL)
+    _, record = _global(cfg)
+    with pytest.raises(ValueError, match="partition-id"):
+        train_round(record, 1, _context(SMALL, {"partition-id": 12, "num-partitions": 10}))
+    with pytest.raises(ValueError, match="data-dir"):
+        train_round(record, 1, _context(SMALL, {}))
+    with pytest.raises(ValueError, match="misbehave"):
+        train_round(record, 1, _context(SMALL, {"partition-id": 0, "num-partitions": 10, "misbehave": "evil"}))
