@@ -1,0 +1,72 @@
+"""Real federations: flower-superlink + flower-supernode processes, runs submitted with `flwr run`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from federation import TINY_RUN, LocalDeployment
+from fedssl.checkpoint import load_encoder
+
+pytestmark = pytest.mark.federation
+
+
+@pytest.fixture(scope="module")
+def three_nodes(tmp_path_factory):
+    with LocalDeployment(tmp_path_factory.mktemp("fed3"), nodes=3) as fed:
+        yield fed
+
+
+@pytest.fixture(scope="module")
+def first_run(three_nodes):
+    return three_nodes.run(TINY_RUN)
+
+
+def test_two_rounds_with_three_clients_write_every_output(first_run):
+    metrics = json.loads((first_run / "metrics.json").read_text())
+    assert metrics["status"] == "completed"
+    assert [r["round"] for r in metrics["rounds"]] == [1, 2]
+    for r in metrics["rounds"]:
+        assert (r["sampled"], r["replied"], r["accepted"], r["failed"]) == (3, 3, 3, 0)
+        assert r["excluded"] == [] and r["bytes_received"] > 0 and r["seconds"] > 0
+        assert 0.1 < r["knn"]["fashion-mnist"] <= 1.0 and r["loss"] > 0
+        assert {c["partition-id"] for c in r["clients"]} == {0.0, 1.0, 2.0}
+    assert set(metrics["baselines"]) == {"raw-pixels", "random-init"}
+    assert metrics["best"]["fashion-mnist"]["round"] in (1, 2)
+    assert (first_run / "knn.png").stat().st_size > 1000
+    assert (first_run / "best" / "fashion-mnist.pt").is_file()
+
+
+def test_final_encoder_describes_itself(first_run):
+    encoder, meta = load_encoder(first_run / "encoder.pt")
+    assert meta["round"] == 2 and meta["embedding_dim"] == 128 and meta["input"]["channels"] == 1
+    assert encoder(torch.rand(4, 1, 28, 28)).shape == (4, 128)
+
+
+def test_resume_continues_from_the_checkpoint(three_nodes, first_run):
+    before = json.loads((first_run / "metrics.json").read_text())
+    resumed = three_nodes.run({**TINY_RUN, "num-rounds": 3, "resume": str(first_run)})
+    assert resumed == first_run.parent / resumed.name
+    metrics = json.loads((first_run / "metrics.json").read_text())
+    assert [r["round"] for r in metrics["rounds"]] == [1, 2, 3]
+    assert metrics["rounds"][:2] == before["rounds"]  # history kept, not re-run
+    assert metrics["resumed_at_round"] == [2]
+    assert metrics["baselines"] == before["baselines"]
+    assert load_encoder(first_run / "encoder.pt")[1]["round"] == 3
+
+
+def test_misbehaving_clients_are_excluded_with_reasons_and_the_run_completes(tmp_path):
+    modes = ["", "", "", "collapse", "nan", "scale"]
+    nodes = [{"partition-id": i, "num-partitions": len(modes), **({"misbehave": m} if m else {})}
+             for i, m in enumerate(modes)]
+    with LocalDeployment(tmp_path, node_configs=nodes) as fed:
+        run_dir = fed.run({**TINY_RUN, "data.max-samples": 128})
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed"
+    for r in metrics["rounds"]:
+        reasons = {int(e["partition_id"]): e["reason"] for e in r["excluded"]}
+        assert reasons == {3: "collapse", 4: "nan", 5: "norm"}
+        assert r["accepted"] == 3
+    assert all(torch.isfinite(p).all() for p in load_encoder(run_dir / "encoder.pt")[0].parameters())
