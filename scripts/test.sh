@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The second README command (and what CI runs): install the project with its test extras,
+# set up the real services the tests start (Docker engine, Prometheus), then run pytest.
+# Arguments go to pytest, e.g. scripts/test.sh -m "not docker".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh test
+for setup in docker/ci-setup.sh docker/monitoring/ci-setup.sh; do
+  if [ -f "$setup" ]; then echo "==> $setup"; bash "$setup"; fi
+done
+export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
+exec .venv/bin/python -m pytest "$@"
