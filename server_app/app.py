@@ -14,6 +14,7 @@ from fedssl.probe import load_probe_tasks
 from fedssl.ssl import build_ssl_model
 from fedssl.state import backbone_arrays
 from server_app.evaluation import RoundEvaluator
+from server_app.metrics_exporter import MetricsExporter
 from server_app.outputs import RunOutputs
 from server_app.strategy import FedSSL
 
@@ -55,7 +56,7 @@ def main(grid: Grid, context: Context) -> None:
     # 2. The strategy and the per-round evaluation on probe tasks.
     strategy = FedSSL(cfg, arrays, round_offset=done)
     tasks = load_probe_tasks(cfg.eval, cfg.model.image_size, seed=cfg.seed)
-    evaluator = RoundEvaluator(cfg, strategy, outputs, tasks, observers=_observers(cfg))
+    evaluator = RoundEvaluator(cfg, strategy, outputs, tasks, observers=_observers(cfg, strategy, context.run_id))
 
     # 3. Flower runs the rounds that are left.
     if done < cfg.num_rounds:
@@ -70,6 +71,8 @@ def main(grid: Grid, context: Context) -> None:
     log(INFO, "[fedssl] finished: %s", outputs.root / "encoder.pt")
 
 
-def _observers(cfg: RunConfig) -> list:
+def _observers(cfg: RunConfig, strategy: FedSSL, run_id: int) -> list:
     """Listeners told about each finished round (the Prometheus exporter when a port is set)."""
-    return []
+    if not cfg.metrics_port:
+        return []
+    return [MetricsExporter.from_env(cfg, run_id, lambda: strategy.global_arrays, strategy.round_offset)]
