@@ -70,7 +70,7 @@ class DataConfig:
     partition: str = "dirichlet"
     alpha: float = 0.5
     classes_per_client: int = 2
-    max_samples: int = 0  # 0: all of a client's samples each round
+    max_samples: int = 4000  # per round; 0: all of a client's samples
 
 
 @dataclass(frozen=True)
