@@ -75,9 +75,14 @@ class MetricsExporter:
         self.rounds_planned.set(cfg.num_rounds)
         self.round.set(round_offset)
         self.last_round_time.set(time.time())  # the run's start until round 1 ends
+        for gauge in (self.round_seconds, self.aggregation_seconds, self.evaluation_seconds, self.nodes_available,
+                      self.nodes_sampled, self.round_replies, self.round_failed, self.round_accepted, self.loss,
+                      self.examples, self.received_bytes):
+            gauge.set(math.nan)  # no round yet: a gap on the dashboard, not a misleading 0
         for reason in REASONS:  # every reason exists from the start: increase() sees the first exclusion
             self.excluded_total.labels(reason)
-            self.round_excluded.labels(reason).set(0)
+            self.round_excluded.labels(reason).set(math.nan)
+        self.model_norm.set(global_norm(global_arrays()))
 
     @classmethod
     def from_env(cls, cfg: RunConfig, run_id: int | str, global_arrays: Callable[[], Mapping[str, np.ndarray]],
@@ -153,9 +158,6 @@ class MetricsExporter:
     def observe_round(self, entry: Mapping[str, Any], metrics: Mapping[str, Any]) -> None:
         """Record a closed round (an entry of metrics.json's ``rounds``; ``metrics`` is the whole file)."""
         excluded = [e["reason"] if e["reason"] in REASONS else "other" for e in entry["excluded"]]
-        self.round.set(entry["round"])
-        self.rounds_total.inc()
-        self.last_round_time.set(time.time())
         self.round_seconds.set(entry["seconds"])
         self.aggregation_seconds.set(entry["aggregation_seconds"])
         self.evaluation_seconds.set(entry.get("eval_seconds", 0.0))
@@ -176,6 +178,10 @@ class MetricsExporter:
         self.model_norm.set(global_norm(self.global_arrays()))
         self._observe_knn(entry, metrics)
         self._observe_devices(entry)
+        # Last: a scrape that sees the new round number sees everything else of that round too.
+        self.last_round_time.set(time.time())
+        self.rounds_total.inc()
+        self.round.set(entry["round"])
         if entry["round"] >= self.cfg.num_rounds:
             self.linger()
 
