@@ -104,6 +104,7 @@ class RunConfig:
     num_rounds: int = 5
     fraction_train: float = 1.0
     min_train_nodes: int = 2
+    round_timeout: float = 900.0  # seconds to wait for replies; a vanished node costs at most this
     seed: int = 0
     outputs_dir: str = "outputs"
     resume: str = ""
@@ -192,6 +193,7 @@ def _validate(cfg: RunConfig) -> RunConfig:
     _in_range("num-rounds", cfg.num_rounds, 1)
     _in_range("fraction-train", cfg.fraction_train, 0.0, 1.0)
     _in_range("min-train-nodes", cfg.min_train_nodes, 1)
+    _in_range("round-timeout", cfg.round_timeout, 1.0)
     _choice("transport-dtype", cfg.transport_dtype, TRANSPORT_DTYPES)
     _choice("client-update", cfg.client_update, CLIENT_UPDATES)
     _in_range("fedu-threshold", cfg.fedu_threshold, 0.0)

@@ -64,6 +64,7 @@ def main(grid: Grid, context: Context) -> None:
             grid=grid,
             initial_arrays=ArrayRecord(array_dict={k: Array(v) for k, v in arrays.items()}),
             num_rounds=cfg.num_rounds - done,
+            timeout=cfg.round_timeout,
             train_config=ConfigRecord({"num-rounds": cfg.num_rounds}),
             evaluate_fn=evaluator,
         )
