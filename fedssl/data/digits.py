@@ -16,6 +16,7 @@ def load_digits_images(size: int = 28) -> tuple[np.ndarray, np.ndarray]:
 
     digits = load_digits()
     x = torch.from_numpy(digits.images.astype(np.float32) / 16.0)[:, None]  # (N, 1, 8, 8) in [0, 1]
+    x = F.pad(x, (2, 2, 2, 2))  # a dark margin around the object, as in Fashion-MNIST and MNIST
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     images = (x.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     return images, digits.target.astype(np.int64)

@@ -1,0 +1,39 @@
+import pytest
+import torch
+
+from fedssl.checkpoint import load_encoder, save_encoder
+from fedssl.config import ModelConfig
+from fedssl.models import build_encoder
+
+
+@pytest.mark.parametrize("cfg,shape", [
+    (ModelConfig(encoder="smallcnn", in_channels=1, image_size=28, embedding_dim=64), (2, 1, 28, 28)),
+    (ModelConfig(encoder="smallcnn", in_channels=3, image_size=32, embedding_dim=128), (2, 3, 32, 32)),
+    (ModelConfig(encoder="resnet18", in_channels=1, image_size=28, embedding_dim=512, small_stem=True), (2, 1, 28, 28)),
+    (ModelConfig(encoder="resnet18", in_channels=3, image_size=64, embedding_dim=256, small_stem=False), (2, 3, 64, 64)),
+])
+def test_encoders_map_images_to_the_configured_embedding(cfg, shape):
+    encoder = build_encoder(cfg).eval()
+    assert encoder(torch.rand(shape)).shape == (shape[0], cfg.embedding_dim)
+
+
+def test_small_stem_keeps_resolution_for_small_images():
+    small = build_encoder(ModelConfig(encoder="resnet18", in_channels=3, small_stem=True))
+    imagenet = build_encoder(ModelConfig(encoder="resnet18", in_channels=3, small_stem=False))
+    assert small.net.conv1.kernel_size == (3, 3) and small.net.conv1.stride == (1, 1)
+    assert imagenet.net.conv1.kernel_size == (7, 7)
+
+
+def test_checkpoint_round_trip_and_clear_errors(tmp_path):
+    cfg = ModelConfig(embedding_dim=32)
+    encoder = build_encoder(cfg).eval()
+    save_encoder(tmp_path / "e.pt", encoder.state_dict(), cfg, run_id="r", round=3)
+    loaded, meta = load_encoder(tmp_path / "e.pt")
+    x = torch.rand(2, 1, 28, 28)
+    torch.testing.assert_close(loaded(x), encoder(x))
+    assert meta["round"] == 3 and meta["input"]["mean"] == [0.286] and meta["embedding_dim"] == 32
+    with pytest.raises(FileNotFoundError):
+        load_encoder(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="junk.pt"):
+        load_encoder(tmp_path / "junk.pt")
