@@ -8,8 +8,9 @@ training starts.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
 
 SSL_METHODS = ("simclr", "byol", "barlowtwins", "moco", "simsiam", "rotation")
 ENCODERS = ("smallcnn", "resnet18")
@@ -122,7 +123,7 @@ class RunConfig:
     filter: FilterConfig = field(default_factory=FilterConfig)
 
     @classmethod
-    def from_flat(cls, flat: Mapping[str, Any]) -> "RunConfig":
+    def from_flat(cls, flat: Mapping[str, Any]) -> RunConfig:
         """Build from Flower's ``context.run_config`` (kebab-case, dotted groups)."""
         return _validate(_build(cls, dict(flat), prefix=""))
 

@@ -21,7 +21,13 @@ from fedssl.config import RunConfig
 from server_app.aggregation import build_rule
 from server_app.filtering import check_collapse
 from server_app.updates import (
-    SKIPPED, ClientUpdate, RejectedUpdate, check_metrics, check_norms, check_structure, update_norm,
+    SKIPPED,
+    ClientUpdate,
+    RejectedUpdate,
+    check_metrics,
+    check_norms,
+    check_structure,
+    update_norm,
 )
 
 WARNING = 30

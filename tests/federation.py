@@ -58,7 +58,7 @@ class LocalDeployment:
         self.env = flower_env(self.home)
 
     # --- lifecycle -----------------------------------------------------------
-    def __enter__(self) -> "LocalDeployment":
+    def __enter__(self) -> LocalDeployment:
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "config.toml").write_text(
             f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'

@@ -5,7 +5,15 @@ import pytest
 
 from fedssl.config import AggregationConfig
 from server_app.aggregation import (
-    build_rule, fairavg, fedavg, fedmedian, fedvssl, krum, ldawa, loss_weighted, trimmed_mean,
+    build_rule,
+    fairavg,
+    fedavg,
+    fedmedian,
+    fedvssl,
+    krum,
+    ldawa,
+    loss_weighted,
+    trimmed_mean,
 )
 from server_app.aggregation.ldawa import layer_cosine
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-
 from federation import TINY_RUN, LocalDeployment
+
 from fedssl.checkpoint import load_encoder
 
 pytestmark = pytest.mark.federation

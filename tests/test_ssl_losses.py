@@ -3,11 +3,17 @@ import math
 import pytest
 import torch
 
-from fedssl.config import ModelConfig, SSLConfig
+from fedssl.config import SSL_METHODS, ModelConfig, SSLConfig
 from fedssl.ssl import (
-    BACKBONE_PREFIX, BarlowTwinsLoss, BYOLLoss, MoCoLoss, NTXentLoss, RotationLoss, SimSiamLoss, build_ssl_model,
+    BACKBONE_PREFIX,
+    BarlowTwinsLoss,
+    BYOLLoss,
+    MoCoLoss,
+    NTXentLoss,
+    RotationLoss,
+    SimSiamLoss,
+    build_ssl_model,
 )
-from fedssl.config import SSL_METHODS
 
 
 def _views(n=64, d=32, noise=0.05, seed=0):

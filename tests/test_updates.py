@@ -7,8 +7,18 @@ from fedssl import reply
 from fedssl.config import FilterConfig
 from server_app.filtering import check_collapse
 from server_app.updates import (
-    COLLAPSE, DTYPE, EXTRA_KEYS, MISSING_KEYS, NAN, NORM, SHAPE, RejectedUpdate, check_metrics, check_norms,
-    check_structure, update_norm,
+    COLLAPSE,
+    DTYPE,
+    EXTRA_KEYS,
+    MISSING_KEYS,
+    NAN,
+    NORM,
+    SHAPE,
+    RejectedUpdate,
+    check_metrics,
+    check_norms,
+    check_structure,
+    update_norm,
 )
 
 REF = {"backbone.w": np.zeros((2, 3), np.float32), "backbone.n": np.array(0, np.int64)}

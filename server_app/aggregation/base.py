@@ -11,7 +11,9 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 Arrays = dict[str, np.ndarray]
-Rule = Callable[[Sequence[Mapping[str, np.ndarray]], Sequence[float], Sequence[float], Mapping[str, np.ndarray]], Arrays]
+Updates = Sequence[Mapping[str, np.ndarray]]
+# rule(updates, num_examples, losses, previous_global) -> new global
+Rule = Callable[[Updates, Sequence[float], Sequence[float], Mapping[str, np.ndarray]], Arrays]
 
 
 def is_float(array: np.ndarray) -> bool:
