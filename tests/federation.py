@@ -111,9 +111,10 @@ class LocalDeployment:
         config = {"outputs-dir": str(self.outputs), **run_config}
         overrides = " ".join(f"{k}={toml_value(v)}" for k, v in config.items())
         out = self.flwr("run", str(REPO), CONNECTION, "--run-config", overrides, "--format", "json")
-        if out.returncode != 0:
+        reply = json.loads(out.stdout) if out.stdout.strip().startswith("{") else {}
+        if out.returncode != 0 or "run-id" not in reply:
             raise RuntimeError(f"flwr run failed:\n{out.stdout}\n{out.stderr}")
-        return int(json.loads(out.stdout)["run-id"])
+        return int(reply["run-id"])
 
     def status(self, run_id: int) -> str:
         out = self.flwr("ls", CONNECTION, "--run-id", str(run_id), "--format", "json")
