@@ -90,6 +90,7 @@ class RunOutputs:
 def plot_knn(metrics: dict[str, Any], path: Path) -> None:
     """kNN top-1 per round and task, with the raw-pixel and random-init baselines dashed."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -104,6 +105,7 @@ def plot_knn(metrics: dict[str, Any], path: Path) -> None:
             value = metrics["baselines"].get(name, {}).get(task)
             if value is not None:
                 ax.axhline(value, linestyle=style, color=color, alpha=0.6, label=f"{task} ({name})")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("round")
     ax.set_ylabel("kNN top-1")
     ax.set_title(f"run {metrics['run_id']}")
