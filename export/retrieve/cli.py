@@ -1,0 +1,123 @@
+"""``fedssl-retrieve``: build a gallery index with an exported encoder, then query it (no torch needed).
+
+    fedssl-retrieve index --model encoder.onnx --output gallery.npz --images ~/photos
+    fedssl-retrieve index --model encoder.onnx --output gallery.npz --fashion-mnist train --limit 10000
+    fedssl-retrieve query --model encoder.onnx --index gallery.npz shoe.png more/ -k 5 --format json
+
+Exit status: 0 done; 1 no readable query image; 2 bad arguments, model or index (with the reason).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from export.retrieve.encoder import ModelError, OnnxEncoder
+from export.retrieve.images import FashionMnistImages, FileImages
+from export.retrieve.index import IndexFileError, ModelMismatchError, RetrievalIndex, embed_source
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="the exported encoder (.onnx, from fedssl-export)")
+    p.add_argument("--fashion-mnist", metavar="SPLIT", choices=["train", "test"],
+                   help="use a Fashion-MNIST split instead of image files (labels are class names)")
+    p.add_argument("--offset", type=int, default=0, help="first Fashion-MNIST image to use (default 0)")
+    p.add_argument("--limit", type=int, default=0, help="number of Fashion-MNIST images (default: all)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--provider", default="auto", choices=["auto", "tensorrt", "cuda", "cpu"],
+                   help="execution provider (auto: TensorRT > CUDA > CPU, whichever onnxruntime offers)")
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
+    p.add_argument("--no-progress", action="store_true", help="never show the progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedssl-retrieve", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    index = sub.add_parser("index", help="embed a folder of images (or Fashion-MNIST) into an index file")
+    _add_common(index)
+    index.add_argument("--images", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
+    index.add_argument("--output", "-o", required=True, help="index file to write (.npz)")
+    query = sub.add_parser("query", help="top-k neighbours of one or many images")
+    _add_common(query)
+    query.add_argument("images", nargs="*", metavar="IMAGE", help="query image files or folders")
+    query.add_argument("--index", required=True, help="index file from 'fedssl-retrieve index'")
+    query.add_argument("-k", type=int, default=5, help="neighbours per query (default 5)")
+    query.add_argument("--format", choices=["text", "json"], default="text")
+    return parser
+
+
+def _source(args: argparse.Namespace, paths: Sequence[str] | None, encoder: OnnxEncoder):
+    if bool(args.fashion_mnist) == bool(paths):
+        raise ValueError("give either image paths or --fashion-mnist SPLIT (exactly one of them)")
+    if args.fashion_mnist:
+        return FashionMnistImages(args.fashion_mnist, encoder.size, encoder.channels, args.offset, args.limit)
+    return FileImages(paths, encoder.size, encoder.channels)
+
+
+def run_index(args: argparse.Namespace) -> int:
+    encoder = OnnxEncoder(args.model, args.provider, args.threads)
+    source = _source(args, args.images, encoder)
+    index = RetrievalIndex.build(encoder, source, args.batch_size, False if args.no_progress else None)
+    index.save(args.output)
+    if source.skipped:
+        print(source.skipped.summary(), file=sys.stderr)
+    print(f"indexed {len(index)} image(s) into {args.output} (skipped {len(source.skipped)}); "
+          f"model {encoder.path.name} sha256 {encoder.sha256[:12]} on {encoder.providers[0]}")
+    return 0
+
+
+def run_query(args: argparse.Namespace) -> int:
+    index = RetrievalIndex.load(args.index)  # cheap checks first: a bad index fails before the model loads
+    encoder = OnnxEncoder(args.model, args.provider, args.threads)
+    index.check_model(encoder)
+    source = _source(args, args.images, encoder)
+    queries, paths, labels = embed_source(encoder, source, args.batch_size,
+                                          False if args.no_progress else None, desc="querying")
+    if source.skipped:
+        print(source.skipped.summary(), file=sys.stderr)
+    if not paths:
+        print(f"fedssl-retrieve: error: no readable query image ({len(source.skipped)} skipped)", file=sys.stderr)
+        return 1
+    scores, idx = index.search(queries, args.k)
+    results = [{"query": p, "label": lab, "neighbours": [
+        {"rank": r + 1, "score": round(float(s), 6), "path": str(index.paths[i]), "label": str(index.labels[i])}
+        for r, (s, i) in enumerate(zip(scores[q], idx[q]))]} for q, (p, lab) in enumerate(zip(paths, labels))]
+    report = {"model": str(encoder.path), "model_sha256": encoder.sha256, "index": args.index, "k": args.k,
+              "provider": encoder.providers[0], "results": results, "top1_label_agreement": _agreement(results),
+              "skipped": [{"path": p, "reason": r} for p, r in source.skipped.items]}
+    print(json.dumps(report, indent=1) if args.format == "json" else _as_text(report))
+    return 0
+
+
+def _agreement(results: list[dict[str, Any]]) -> float | None:
+    """Top-1 label agreement over queries whose label and top neighbour's label are both known."""
+    pairs = [(r["label"], r["neighbours"][0]["label"]) for r in results if r["label"] and r["neighbours"][0]["label"]]
+    return round(sum(a == b for a, b in pairs) / len(pairs), 6) if pairs else None
+
+
+def _as_text(report: dict[str, Any]) -> str:
+    lines = []
+    for r in report["results"]:
+        lines.append(f"{r['query']}" + (f"  [{r['label']}]" if r["label"] else ""))
+        lines += [f"  {n['rank']:>3}  {n['score']:.4f}  {n['path']}" + (f"  [{n['label']}]" if n["label"] else "")
+                  for n in r["neighbours"]]
+    if report["top1_label_agreement"] is not None:
+        lines.append(f"top-1 label agreement: {report['top1_label_agreement']:.4f}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run_index(args) if args.command == "index" else run_query(args)
+    except (ModelError, ModelMismatchError, IndexFileError, ValueError, FileNotFoundError) as exc:
+        print(f"fedssl-retrieve: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
