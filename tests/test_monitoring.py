@@ -10,25 +10,26 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
 import re
 import shutil
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from federation import CONNECTION, REPO, TINY_RUN, LocalDeployment, free_port
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from federation import REPO, TINY_RUN, LocalDeployment, free_port
 from fedssl.config import RunConfig
 from server_app.metrics_exporter import MetricsExporter, global_norm
 from server_app.updates import REASONS
@@ -233,7 +234,7 @@ def _panels(dashboard: dict):
 def dashboard_queries(instance: str) -> tuple[list[str], list[tuple[str, str]]]:
     """Every panel expression and every ``label_values(selector, label)`` variable, variables substituted."""
     dashboard = json.loads(DASHBOARD.read_text())
-    values = {"instance": re.escape(instance), "device": ".*"}
+    values = {"instance": instance, "device": ".*"}  # as Grafana sends a single value: unescaped
 
     def substitute(text: str) -> str:
         text = re.sub(r"\$__\w+", "15s", text)  # $__rate_interval and friends
@@ -279,15 +280,18 @@ class Prometheus:
 
     def api(self, path: str, **params: str | float) -> dict:
         query = urllib.parse.urlencode(params)
-        with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=30) as resp:
-            body = json.loads(resp.read())
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=30) as resp:
+                body = json.loads(resp.read())
+        except urllib.error.HTTPError as err:  # Prometheus explains a bad query in the body
+            raise AssertionError(f"{path} {params}: {err.read().decode(errors='replace')}") from None
         assert body["status"] == "success", body
         return body["data"]
 
     def at(self, expr: str, when: float) -> dict[tuple, float]:
-        """Instant query: {labels without job/instance: value}."""
+        """Instant query: {labels other than name, job and instance: value}."""
         result = self.api("query", query=expr, time=when)["result"]
-        return {tuple(sorted((k, v) for k, v in r["metric"].items() if k not in ("job", "instance"))):
+        return {tuple(sorted((k, v) for k, v in r["metric"].items() if k not in ("__name__", "job", "instance"))):
                 float(r["value"][1]) for r in result}
 
     def stop(self) -> None:
@@ -300,11 +304,20 @@ class Prometheus:
         self.log.close()
 
 
+class ScrapedRun(NamedTuple):
+    prom: Prometheus
+    run_dir: Path
+    instance: str
+    start: float
+    t_end: float
+    serverapp_log: str
+
+
 @pytest.fixture(scope="module")
 def scraped_run(prometheus_bin, tmp_path_factory):
     """3 nodes (partition 2 collapses on purpose), 2 rounds, scraped every second.
 
-    Returns (prometheus, run_dir, instance, start, t_end): t_end is when Prometheus holds round 2.
+    ``t_end`` is the time of the first scrape that holds the last round.
     """
     workdir = tmp_path_factory.mktemp("monitoring")
     metrics_port = free_port()
@@ -318,26 +331,23 @@ def scraped_run(prometheus_bin, tmp_path_factory):
         with fed:
             start = time.time()
             run_id = fed.submit({**TINY_RUN, "metrics-port": metrics_port})
-            t_end = None
-            deadline = time.monotonic() + 600
-            while t_end is None and time.monotonic() < deadline:
-                result = prom.api("query", query=f'fedssl_round{{instance="{instance}"}}')["result"]
-                if result and float(result[0]["value"][1]) == TINY_RUN["num-rounds"]:
-                    t_end = float(result[0]["value"][0])
-                elif fed.status(run_id).startswith("finished"):
-                    break
-                time.sleep(1)
-            status = fed.wait(run_id, timeout=300)
+            status = fed.wait(run_id, timeout=600)
             assert status == "finished:completed", fed.logs()
-            assert t_end is not None, f"Prometheus never saw round {TINY_RUN['num-rounds']}:\n{fed.logs()}"
-        yield prom, fed.outputs / str(run_id), instance, start, t_end
+            # Raw samples with their scrape times: the first that holds the last round. (Instant queries
+            # "now" would miss it: the scrape that failed once the exporter was gone left staleness markers.)
+            samples = prom.api("query", query=f'fedssl_round{{instance="{instance}"}}[1h]')["result"]
+            last = [float(t) for r in samples for t, v in r["values"] if float(v) == TINY_RUN["num-rounds"]]
+            assert last, f"Prometheus never scraped round {TINY_RUN['num-rounds']}: {samples}\n{fed.logs()}"
+            t_end = min(last)
+            serverapp_log = fed.flwr("log", str(run_id), CONNECTION, "--show").stdout
+        yield ScrapedRun(prom, fed.outputs / str(run_id), instance, start, t_end, serverapp_log)
     finally:
         prom.stop()
 
 
 @pytest.mark.federation
 def test_every_dashboard_query_returns_data_from_a_real_run(scraped_run):
-    prom, _, instance, start, t_end = scraped_run
+    prom, _, instance, start, t_end, _ = scraped_run
     exprs, variables = dashboard_queries(instance)
     assert len(exprs) >= 30
     empty = []
@@ -354,7 +364,7 @@ def test_every_dashboard_query_returns_data_from_a_real_run(scraped_run):
 
 @pytest.mark.federation
 def test_prometheus_agrees_with_metrics_json(scraped_run):
-    prom, run_dir, instance, _, t_end = scraped_run
+    prom, run_dir, instance, _, t_end, _ = scraped_run
     metrics = json.loads((run_dir / "metrics.json").read_text())
     rounds, last = metrics["rounds"], metrics["rounds"][-1]
     sel = f'{{instance="{instance}"}}'
@@ -398,7 +408,7 @@ def test_prometheus_agrees_with_metrics_json(scraped_run):
 
 @pytest.mark.federation
 def test_alert_rules_evaluate_on_the_real_run_and_the_collapse_alert_triggers(scraped_run):
-    prom, _, instance, _, t_end = scraped_run
+    prom, _, instance, _, t_end, _ = scraped_run
     rules = [r for g in prom.api("rules")["groups"] for r in g["rules"]]
     assert {r["name"] for r in rules} == {"FedSSLRoundStalled", "FedSSLCollapsedReplies", "FedSSLKnnRegressed",
                                           "FedSSLNoReplyAccepted", "FedSSLDeviceSilent"}
@@ -407,3 +417,9 @@ def test_alert_rules_evaluate_on_the_real_run_and_the_collapse_alert_triggers(sc
     names = {dict(labels)["alertname"] for labels in alerts}
     assert "FedSSLCollapsedReplies" in names  # 1 of 3 replies collapsed > 25 %: pending (for: 1m) or firing
     assert not names & {"FedSSLRoundStalled", "FedSSLNoReplyAccepted", "FedSSLDeviceSilent"}
+
+
+@pytest.mark.federation
+def test_the_exporter_listened_where_the_environment_said(scraped_run):
+    # FEDSSL_METRICS_ADDR travels SuperLink -> SuperExec -> flwr-serverapp: 127.0.0.1, not 0.0.0.0.
+    assert f"Prometheus metrics on http://{scraped_run.instance}/metrics" in scraped_run.serverapp_log
