@@ -55,7 +55,8 @@ from k8s_manifests import (
     workloads,
 )
 
-K8S_VERSION = "1.32"  # oldest supported minor: pod-index label (1.28), gRPC probes (1.27)
+K8S_VERSION = "1.32"  # the API the manifests are validated against (kubectl here is 1.32) ...
+OLDEST_K8S = "1.28"  # ... and the oldest they support: the pod-index label is 1.28's
 # The image each workload's containers run, per overlay (keys of docker/flags.yaml `images`).
 IMAGES = {
     "local": {"superlink": "superlink", "serverapp": "superlink", "supernode": "supernode"},
@@ -90,8 +91,9 @@ def where(workload: dict, container: dict | None = None) -> str:
 
 
 # --- schemas and metadata --------------------------------------------------------------------------
+@pytest.mark.parametrize("version", [OLDEST_K8S, K8S_VERSION])
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_every_object_passes_the_kubernetes_api_schemas(overlay: str) -> None:
+def test_every_object_passes_the_kubernetes_api_schemas(overlay: str, version: str) -> None:
     objs = rendered(overlay)
     assert {"Namespace", "Deployment", "Service", "NetworkPolicy", "ConfigMap"} <= {o["kind"] for o in objs}
     for obj in objs:
@@ -100,11 +102,11 @@ def test_every_object_passes_the_kubernetes_api_schemas(overlay: str) -> None:
             jsonschema.validate(obj, SERVICEMONITOR_SCHEMA)
             continue
         try:
-            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+            kubernetes_validate.validate(obj, version, strict=True)
         except kubernetes_validate.ValidationError as err:
             pytest.fail(f"{name}: {err.caught.message} at {list(err.caught.path)}")
         except kubernetes_validate.SchemaNotFoundError:
-            pytest.fail(f"{name}: no Kubernetes {K8S_VERSION} schema for {obj['apiVersion']} {obj['kind']}")
+            pytest.fail(f"{name}: no Kubernetes {version} schema for {obj['apiVersion']} {obj['kind']}")
 
 
 def test_the_strict_validation_catches_a_misspelt_field() -> None:
@@ -446,11 +448,14 @@ def test_the_scripts_parse_and_refuse_unknown_arguments(script: str) -> None:
 
 
 def test_no_key_material_is_committed() -> None:
+    pem = re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----\r?\n[A-Za-z0-9+/=\r\n]{64,}-----END")
+    key = script_secrets([])["superlink-tls"]["data"]["tls.key"]
+    assert pem.search(base64.b64decode(key))  # the pattern finds a real key
     files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     for name in filter(None, files.split("\0")):
         path = REPO / name
         if path.is_file() and path.stat().st_size < 1_000_000:
-            assert b"PRIVATE KEY-----" not in path.read_bytes(), f"{name} holds a private key"
+            assert not pem.search(path.read_bytes()), f"{name} holds a private key"
 
 
 # --- networking -----------------------------------------------------------------------------------------
