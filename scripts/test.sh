@@ -5,6 +5,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh test
+# Debian tools the tests drive for real: kubectl (kustomize), openssl and ssh-keygen (TLS and
+# SuperNode keys).
+missing=()
+command -v kubectl >/dev/null || missing+=(kubectl)
+command -v openssl >/dev/null || missing+=(openssl)
+command -v ssh-keygen >/dev/null || missing+=(openssh-client)
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
 for setup in docker/ci-setup.sh docker/monitoring/ci-setup.sh; do
   if [ -f "$setup" ]; then echo "==> $setup"; bash "$setup"; fi
 done
