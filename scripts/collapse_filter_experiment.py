@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--max-samples", type=int, default=1500)
     args = parser.parse_args()
     run_config = {"num-rounds": args.rounds, "data.max-samples": args.max_samples, "eval.tasks": "fashion-mnist",
-                  "eval.gallery-size": 10000, "eval.query-size": 2000}
+                  "eval.gallery-size": 10000, "eval.query-size": 2000, "round-timeout": 600.0}
     results = [
         run("clean", (), True, run_config),
         run("2/10 collapsed, filter on", COLLAPSED, True, run_config),

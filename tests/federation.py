@@ -63,8 +63,10 @@ class LocalDeployment:
         (self.home / "config.toml").write_text(
             f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
             f'address = "127.0.0.1:{self.port}"\ninsecure = true\n')
+        # In-memory state: a SQLite file under ten SuperNodes pushing at once on a loaded 2-core
+        # machine raised "database is locked" and lost replies (Flower 1.41).
         self._spawn("superlink", [str(BIN / "flower-superlink"), "--insecure", "--host", "127.0.0.1",
-                                  "--port", str(self.port), "--database", str(self.workdir / "state.db")])
+                                  "--port", str(self.port)])
         self._wait_for_port(self.port)
         for i, node_config in enumerate(self.node_configs):
             self.add_node(node_config, name=f"supernode-{i}")
