@@ -86,7 +86,7 @@ class MetricsExporter:
 
     @classmethod
     def from_env(cls, cfg: RunConfig, run_id: int | str, global_arrays: Callable[[], Mapping[str, np.ndarray]],
-                 round_offset: int = 0) -> "MetricsExporter":
+                 round_offset: int = 0) -> MetricsExporter:
         """Build and serve on ``FEDSSL_METRICS_ADDR`` (default 0.0.0.0) at run config ``metrics-port``.
 
         ``FEDSSL_METRICS_LINGER_S`` (default 30) and ``FEDSSL_METRICS_MAX_DEVICES`` (default 64) tune it.
