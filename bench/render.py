@@ -1,0 +1,289 @@
+"""Markdown tables and PNG plots from the result files: ``RESULTS.md`` and the README's copy of it.
+
+Only reads JSON, so ``python -m bench.run --render-only`` redraws everything without re-running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.results import read_result
+
+BEGIN, END = "<!-- bench-results:begin -->", "<!-- bench-results:end -->"
+TITLES = {
+    "client_overhead": "1. Client training overhead",
+    "round_overhead": "2. Round overhead in simulation",
+    "communication": "3. Communication per round",
+    "aggregation": "4. Aggregation at scale (ResNet-18 backbone)",
+    "export": "5. Export: torch eager vs onnxruntime fp32 vs int8",
+    "quality": "6. Quality: Fashion-MNIST kNN top-1 at equal compute",
+}
+
+
+# --- formatting ---------------------------------------------------------------
+def num(x: Any, digits: int = 2) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, int):
+        return f"{x:,}"
+    if isinstance(x, float):
+        return f"{x:,.{digits}f}" if abs(x) >= 0.01 or x == 0 else f"{x:.2e}"
+    return str(x)
+
+
+def pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:+.1%}"
+
+
+def mb(n: float | None) -> str:
+    return "—" if n is None else f"{n / 2**20:,.2f}"
+
+
+def fmt_goal_value(g: dict[str, Any]) -> str:
+    v, unit = g["value"], g.get("unit", "ratio")
+    if v is None:
+        return "not measured"
+    return {"percent": pct(v), "times": f"{v:.2f}x", "points": f"{v:+.3f}", "updates": f"{v:.1f} updates"}.get(
+        unit, f"{v:.3f}")
+
+
+def met(g: dict[str, Any]) -> str:
+    return {True: "met", False: "**not met**", None: "no target"}[g["met"]]
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(c if isinstance(c, str) else num(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def provenance(d: dict[str, Any]) -> str:
+    m = d["machine"]
+    return (f"*{'quick' if d['quick'] else 'full'} mode, {m['date']}, {m['cpu']}, {m['cores']} cores, "
+            f"{m['mem_total_gb']} GB; load average {m['load_avg_1m']} -> {d['load_avg_end']}; "
+            f"{d['seconds']:.0f} s; torch {m['torch']}, flwr {m['flwr']}, commit {m['commit']}.*")
+
+
+# --- one section per benchmark --------------------------------------------------
+def client_overhead(d: dict[str, Any], _: Path, __: str) -> str:
+    r = d["results"]
+    rows = [(m["method"], int(m["steps"]), m["ours_round_s"], m["reference_total_s"], pct(m["round_ratio"] - 1),
+             f"{pct(m['round_ratio_min'] - 1)} .. {pct(m['round_ratio_max'] - 1)}", pct(m["loop_ratio"] - 1),
+             f"{m['collapse_check_s']:.2f} s ({m['collapse_check_share']:.0%})", f"{m['augmentation_share']:.0%}",
+             m["same_batches"]) for m in r["methods"]]
+    return (f"`train_round` vs a plain PyTorch loop on the same {r['samples']} images, batch {r['batch_size']}, "
+            f"{r['threads']} thread, median of {r['repeats']} interleaved pairs. *Same batches* = both arms report "
+            "the same mean loss.\n\n" + table(
+                ["method", "steps", "ours s", "plain s", "round overhead", "range", "loop-only overhead",
+                 "collapse check", "augmentation share of loop", "same batches"], rows))
+
+
+def round_overhead(d: dict[str, Any], _: Path, __: str) -> str:
+    r = d["results"]
+    rows = [(x["round"], x["clients"], x["wall_s"], x["eval_s"], x["client_compute_sum_s"], x["ideal_s"],
+             pct(x["overhead"]), pct(x["overhead_with_eval"])) for x in r["rounds"]]
+    return (f"`flwr run .` local simulation, {r['nodes']} SuperNodes, {r['cpus_per_client']} CPU per client, so "
+            f"P = {r['parallel_slots']} clients train at once. ideal = max(Σ client compute / P, max client "
+            "compute); overhead = (wall − server eval) / ideal − 1. Steady state (rounds ≥ 2): "
+            f"**{pct(r['steady_overhead'])}** ({pct(r['steady_overhead_with_eval'])} with the server's kNN eval). "
+            f"Outside the rounds (start-up, baselines): {r['outside_rounds_s']:.0f} s of {r['run_wall_s']:.0f} s.\n\n"
+            + table(["round", "clients", "wall s", "server eval s", "Σ client compute s", "ideal s", "overhead",
+                     "overhead incl. eval"], rows))
+
+
+def communication(d: dict[str, Any], _: Path, __: str) -> str:
+    r = d["results"]
+    rows = []
+    for m in r["models"]:
+        b, per = m["bytes"], m["round_bytes_per_client"]
+        rows.append((m["encoder"], m["method"], m["backbone_params"], m["full_params"],
+                     mb(b["full_fp32"]["count_bytes"]), mb(b["backbone_fp32"]["count_bytes"]),
+                     mb(b["backbone_fp16"]["count_bytes"]), mb(per["full_fp32"]), mb(per["backbone_fp32"]),
+                     mb(per["backbone_fp16_up"]), f"{m['round_ratio_to_full_fp32']['backbone_fp16_up']:.3f}"))
+    real = r["clientapp_reply"]
+    err = r["models"][0]["fp16_error"]["relative_l2"]
+    return ("MB per message (`ArrayRecord.count_bytes()`; the serialized protobuf is within 0.01 % of it) and per "
+            "client per round (global backbone down in float32 + update up). Multiply by "
+            f"{r['clients_per_round']} for a {r['clients_per_round']}-client round.\n\n"
+            + table(["encoder", "SSL", "backbone params", "full-model params", "full fp32 MB", "backbone fp32 MB",
+                     "backbone fp16 MB", "round: full fp32", "round: backbone fp32", "round: backbone, fp16 up",
+                     "ratio to full fp32"], rows)
+            + f"\n\nThe real ClientApp's reply: {num(real['float32']['count_bytes'])} B in float32 and "
+            f"{num(real['float16']['count_bytes'])} B in float16 (ratio {real['fp16_to_fp32']:.3f}), equal to the "
+            "computed backbone sizes: "
+            f"{real['float32']['count_bytes'] == real['float32']['computed_backbone_bytes'] and real['float16']['count_bytes'] == real['float16']['computed_backbone_bytes']}."
+            f" float16 rounding changes the weights by {err:.1e} (relative L2).")
+
+
+def aggregation(d: dict[str, Any], results_dir: Path, prefix: str) -> str:
+    r = d["results"]
+    names = {"ours_lazy": "ours, lazy Sequence", "reference": "streaming NumPy reference", "ours_list": "ours, list",
+             "strategy": "FedSSL.aggregate_train", "fedmedian_list": "fedmedian, list"}
+    rows = []
+    for c in sorted(r["cases"], key=lambda c: (c["clients"], list(names).index(c["kind"]))):
+        note = c.get("skipped", "")
+        if c["kind"] == "strategy" and "breakdown" in c:
+            bd = c["breakdown"]
+            note = "steps alone: " + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in bd.items())
+        rows.append((c["clients"], names[c["kind"]], c.get("seconds"),
+                     f"{c['ratio_to_reference']:.2f}x" if c.get("ratio_to_reference") else "—",
+                     f"{c['ratio_to_bound']:.0f}x" if c.get("ratio_to_bound") else "—",
+                     c.get("input_mb"), c.get("working_mb"),
+                     f"{c['held_updates']:.1f}" if c.get("held_updates") else f"({c['projected_mb'] / r['update_mb']:.0f} projected)",
+                     note))
+    bw = r["bandwidth_gbps"]
+    plot = plot_aggregation(r, results_dir)
+    return (f"One update = {r['update_mb']:.1f} MB ({num(r['params'])} parameters). Memory bandwidth measured in the "
+            f"same run (in-place `np.add` on {bw['start']['array_mb']:.0f} MB arrays): {bw['start']['add_gbps']:.1f} "
+            f"GB/s at the start, {bw['end']['add_gbps']:.1f} GB/s at the end; the bound uses the better one. "
+            "*input* = what the caller holds before the call, *working* = the call's own peak allocation "
+            "(tracemalloc), *held* = both, in update sizes. Seconds: best of up to 5 runs.\n\n"
+            + table(["clients", "aggregation", "seconds", "vs reference", "vs bandwidth bound", "input MB",
+                     "working MB", "held (updates)", "note"], rows)
+            + (f"\n\n![aggregation scaling]({prefix}{plot})" if plot else ""))
+
+
+def export(d: dict[str, Any], _: Path, __: str) -> str:
+    """bench/bench_export.py's own tables (its ``markdown``), on the figures wrapped in our envelope."""
+    r = d["results"]
+    ck = r["checkpoint"]
+    intro = (f"Encoder: {ck['encoder']} trained with {ck['ssl']} on {num(ck['images_seen'])} Fashion-MNIST images "
+             "(bench/export_suite.py), then `bench/bench_export.py` (issue #4).\n\n")
+    try:
+        from bench.bench_export import markdown
+
+        theirs = {"results": r, "machine": r["export_machine"], "load_avg_end": r["export_load_avg_end"],
+                  "command": r["command"], "seconds": r["export_seconds"]}
+        return intro + markdown(theirs).split("\n", 2)[2].strip()
+    except Exception as exc:  # their format moved on: show the raw figures rather than nothing
+        return intro + f"(bench_export.markdown failed: {exc})\n\n" + table(
+            ["backend", "kNN top-1"], [(k, v.get("knn")) for k, v in r.get("accuracy", {}).items()])
+
+
+def quality(d: dict[str, Any], results_dir: Path, prefix: str) -> str:
+    r = d["results"]
+    s = r["size"]
+    rows = [(x["name"], x["images_seen"], f"**{x['knn']:.4f}**", f"{x['vs_centralized']:.3f}" if x["vs_centralized"]
+             else "—", f"{x['vs_random_init']:+.4f}", f"{x['vs_raw_pixels']:+.4f}", x.get("excluded", 0),
+             x["wall_s"]) for x in r["runs"]]
+    b = r["baselines"]
+    rows += [("baseline: raw pixels", 0, f"{b['raw-pixels']:.4f}", "", "", "", "", ""),
+             ("baseline: random-init encoder", 0, f"{b['random-init']:.4f}", "", "", "", "", "")]
+    plot = plot_quality(r, results_dir)
+    return (f"{s['nodes']} clients x {s['rounds']} rounds x {s['samples']} images (batch {s['batch']}) = "
+            f"{num(r['images_per_run'])} images per run; centralized sees the same number from the pooled set. kNN "
+            f"(k=200) on {num(s['gallery'])} gallery / {num(s['query'])} query images, final round. Federated rows "
+            "use FedAvg with the collapse filter on unless named; rule rows are SimCLR. *vs centralized* = kNN / "
+            "centralized kNN of the same SSL method.\n\n"
+            + table(["run", "images seen", "kNN top-1", "vs centralized", "Δ random-init", "Δ raw pixels",
+                     "excluded updates", "wall s"], rows)
+            + (f"\n\n![kNN per round]({prefix}{plot})" if plot else ""))
+
+
+SECTIONS: dict[str, Callable[[dict[str, Any], Path, str], str]] = {
+    "client_overhead": client_overhead, "round_overhead": round_overhead, "communication": communication,
+    "aggregation": aggregation, "export": export, "quality": quality,
+}
+
+
+# --- plots --------------------------------------------------------------------------
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_quality(r: dict[str, Any], results_dir: Path) -> str | None:
+    runs = r["runs"]
+    if not runs or len(runs[0]["knn_per_round"]) < 2:
+        return None
+    plt = _pyplot()
+    groups = [g for g in ("centralized", "federated", "rule", "collapsed") if any(x["group"] == g for x in runs)]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for x in runs:
+        ax = axes[0] if x["group"] in ("centralized", "federated") else axes[1]
+        style = "-" if x["group"] in ("centralized", "rule") else "--"
+        ax.plot(range(1, len(x["knn_per_round"]) + 1), x["knn_per_round"], style, marker="o", ms=3, label=x["name"])
+    for ax, title in zip(axes, ("SSL method x data split", "aggregation rules and collapsed clients")):
+        for name, ls in (("raw-pixels", ":"), ("random-init", "-.")):
+            ax.axhline(r["baselines"][name], color="grey", linestyle=ls, label=name)
+        ax.set(xlabel="round", ylabel="kNN top-1 (Fashion-MNIST)", title=title)
+        ax.legend(fontsize=6, ncol=2)
+    fig.suptitle(f"groups: {', '.join(groups)}", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, plt, results_dir / "quality_knn.png")
+
+
+def plot_aggregation(r: dict[str, Any], results_dir: Path) -> str | None:
+    cases = [c for c in r["cases"] if c.get("seconds")]
+    if len({c["clients"] for c in cases}) < 2:
+        return None
+    plt = _pyplot()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    for kind in sorted({c["kind"] for c in cases}):
+        pts = sorted((c["clients"], c["seconds"], c["input_mb"] + c["working_mb"]) for c in cases if c["kind"] == kind)
+        a1.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=kind)
+        a2.plot([p[0] for p in pts], [p[2] for p in pts], marker="o", label=kind)
+    bound = sorted({(c["clients"], c["bound_seconds"]) for c in r["cases"]})
+    a1.plot([b[0] for b in bound], [b[1] for b in bound], "k:", label="bandwidth bound")
+    a1.set(xscale="log", yscale="log", xlabel="client updates", ylabel="seconds")
+    a2.set(xscale="log", yscale="log", xlabel="client updates", ylabel="MB held (input + working)")
+    a1.legend(fontsize=7)
+    a2.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, plt, results_dir / "aggregation_scaling.png")
+
+
+def _save(fig, plt, path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+    return path.name
+
+
+# --- the whole page -----------------------------------------------------------------
+def render_all(results_dir: Path, failed: dict[str, str], order: Sequence[str], prefix: str = "") -> Path:
+    """Write ``RESULTS.md`` from every result file present; returns its path."""
+    out = results_dir / "RESULTS.md"
+    out.write_text(render_markdown(results_dir, failed, order, prefix))
+    return out
+
+
+def render_markdown(results_dir: Path, failed: dict[str, str], order: Sequence[str], prefix: str = "") -> str:
+    data = {n: read_result(results_dir / f"{n}.json") for n in order if (results_dir / f"{n}.json").is_file()}
+    goal_rows = [(TITLES[n].split(".")[0], g["name"], g["target"], fmt_goal_value(g), met(g), g["note"])
+                 for n, d in data.items() for g in d["goals"]]
+    parts = ["## Goals\n\n" + table(["#", "goal", "target", "measured", "status", "how"], goal_rows)]
+    for name in order:
+        title = f"### {TITLES[name]}"
+        if name in data:
+            d = data[name]
+            stale = f"  \n**Failed in the latest run ({failed[name][:200]}); these figures are older.**" if name in failed else ""
+            parts.append(f"{title}\n\n{provenance(d)}{stale}\n\n{SECTIONS[name](d, results_dir, prefix)}")
+        else:
+            why = failed.get(name, "not run yet")
+            parts.append(f"{title}\n\n**No results: {why}.**")
+    return "\n\n".join(parts) + "\n"
+
+
+def update_readme(readme: Path, results_dir: Path, order: Sequence[str]) -> None:
+    """Replace the block between the markers in ``bench/README.md`` with the current tables."""
+    if not readme.is_file():
+        return
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        return
+    prefix = f"{results_dir.resolve().relative_to(readme.parent.resolve())}/"
+    body = render_markdown(results_dir, {}, order, prefix).replace("## Goals", "### Goals")
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    readme.write_text(f"{head}{BEGIN}\n{body}{END}{tail}")

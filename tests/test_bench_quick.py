@@ -1,0 +1,72 @@
+"""CI smoke of the benchmark suite: ``python -m bench.run --quick`` writes every result file, well-formed.
+
+No timing is asserted (speed is what the suite reports, not what a test checks).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.render import TITLES
+from bench.results import goal, validate, write_result
+from bench.run import BENCHMARKS, NEEDS, available, result_keys
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench-quick")
+    proc = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--results-dir", str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=3600)
+    return out, proc
+
+
+@pytest.mark.federation
+def test_the_quick_suite_exits_cleanly(quick_run):
+    _, proc = quick_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+
+
+@pytest.mark.federation
+@pytest.mark.parametrize("name", list(BENCHMARKS))
+def test_every_benchmark_writes_a_well_formed_result(quick_run, name):
+    if not available(name):
+        pytest.skip(f"{NEEDS.get(name, BENCHMARKS[name])} does not exist yet (a reported gap)")
+    out, _ = quick_run
+    data = json.loads((out / f"{name}.json").read_text())
+    assert validate(data, result_keys(name)) == []
+    assert data["benchmark"] == name and data["quick"] is True
+    assert data["goals"] and data["results"]
+
+
+@pytest.mark.federation
+def test_the_tables_have_a_section_per_benchmark(quick_run):
+    out, _ = quick_run
+    text = (out / "RESULTS.md").read_text()
+    for name, title in TITLES.items():
+        assert title in text
+        if available(name):
+            assert f"### {title}\n\n*quick mode" in text  # rendered from this run, not "No results"
+
+
+def test_validate_flags_missing_keys_and_non_finite_numbers():
+    good = {"benchmark": "x", "quick": True, "machine": {}, "seconds": 1.0, "load_avg_end": 0.5, "reference": "r",
+            "goals": [goal("g", "t", 0.1, True)], "results": {"a": [1, 2.5, None]}}
+    assert validate(good, ("a",)) == []
+    assert validate({**good, "results": {"a": [1, math.nan]}}, ("a",)) == ["non-finite number at $.results.a[1]"]
+    assert validate({**good, "results": {}}, ("a",)) == ["results lacks 'a'"]
+    assert validate({k: v for k, v in good.items() if k != "goals"}) == ["missing key 'goals'"]
+    assert validate({**good, "goals": [{"name": "g"}]})[0] == "goal 'g' lacks 'target'"
+
+
+def test_result_files_refuse_non_finite_numbers(tmp_path):
+    with pytest.raises(ValueError):
+        write_result(tmp_path / "x.json", {"value": math.inf})
+    assert not (tmp_path / "x.json").exists()
