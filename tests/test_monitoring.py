@@ -215,7 +215,7 @@ def test_dashboard_is_provisioned_from_files_against_the_provisioned_datasource(
     dashboard = json.loads(DASHBOARD.read_text())
     datasource = yaml.safe_load((MONITORING / "grafana/provisioning/datasources/prometheus.yaml").read_text())
     provider = yaml.safe_load((MONITORING / "grafana/provisioning/dashboards/fedssl.yaml").read_text())
-    compose = yaml.safe_load((MONITORING / "compose.yaml").read_text())
+    compose = yaml.safe_load((REPO / "docker" / "compose.yaml").read_text())
     panels = list(_panels(dashboard))
     assert len({p["id"] for p in panels}) == len(panels)
     assert all(p.get("targets") for p in panels if p["type"] != "row")
