@@ -138,7 +138,8 @@ def print_summary(meta: EncoderMetadata, rows: list[dict[str, Any]], torch_acc: 
         line = (f"  {str(r['path']):<40} {r['precision']}  {r['mb']:5.2f} MB  vs torch: max|diff| "
                 f"{r['max_abs_diff']:.2e}  min cos {r['min_cosine']:.6f}")
         if r["accuracy"] and torch_acc:
-            line += "  " + "  ".join(f"{k} {v:.4f} ({100 * (v - torch_acc[k]):+.2f} pt)" for k, v in r["accuracy"].items())
+            line += "  " + "  ".join(f"{k} {v:.4f} ({100 * (v - torch_acc[k]):+.2f} pt)"
+                                     for k, v in r["accuracy"].items())
         print(line)
     if torch_acc:
         print("  PyTorch reference: " + "  ".join(f"{k} {v:.4f}" for k, v in torch_acc.items()))

@@ -32,7 +32,7 @@ class RetrievalTask:
 
     @classmethod
     def fashion_mnist(cls, size: int, channels: int, gallery_size: int = 10000, query_size: int = 2000,
-                      seed: int = 0) -> "RetrievalTask":
+                      seed: int = 0) -> RetrievalTask:
         """A random train subset as gallery and a random test subset as queries (fixed by ``seed``)."""
         rng = np.random.default_rng(seed)
         xtr, ytr = load_fashion_mnist("train")

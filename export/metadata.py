@@ -13,9 +13,10 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 PREFIX = "fedssl."  # metadata_props keys are namespaced so torch's own props never collide
 PRECISIONS = ("fp32", "int8", "fp16")
@@ -53,7 +54,7 @@ class EncoderMetadata:
             raise ValueError(f"mean {self.mean} / std {self.std} do not have {self.channels} channel(s)")
 
     @classmethod
-    def from_checkpoint_meta(cls, meta: Mapping[str, Any]) -> "EncoderMetadata":
+    def from_checkpoint_meta(cls, meta: Mapping[str, Any]) -> EncoderMetadata:
         """From ``load_encoder(path)[1]`` (fedssl/checkpoint.py)."""
         inp = meta["input"]
         return cls(channels=int(inp["channels"]), height=int(inp["height"]), width=int(inp["width"]),
@@ -63,7 +64,7 @@ class EncoderMetadata:
                    knn={k: float(v) for k, v in (meta.get("knn") or {}).items()},
                    model=dict(meta.get("model", {})))
 
-    def with_precision(self, precision: str) -> "EncoderMetadata":
+    def with_precision(self, precision: str) -> EncoderMetadata:
         return EncoderMetadata(**{**asdict(self), "precision": precision})
 
     def to_dict(self) -> dict[str, Any]:
@@ -76,7 +77,7 @@ class EncoderMetadata:
         return {PREFIX + k: json.dumps(v) for k, v in self.to_dict().items()}
 
     @classmethod
-    def from_props(cls, props: Mapping[str, str], source: str = "model") -> "EncoderMetadata":
+    def from_props(cls, props: Mapping[str, str], source: str = "model") -> EncoderMetadata:
         """Inverse of :meth:`to_props`.
 
         Raises:

@@ -25,7 +25,7 @@ MIN_COSINE = 0.9999
 class ParityError(RuntimeError):
     """onnxruntime's embeddings differ from PyTorch's beyond the tolerance; ``report`` has the figures."""
 
-    def __init__(self, message: str, report: "ParityReport") -> None:
+    def __init__(self, message: str, report: ParityReport) -> None:
         super().__init__(message)
         self.report = report
 

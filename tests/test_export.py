@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from federation import TINY_RUN, LocalDeployment
 from PIL import Image
 
 from export.metadata import EncoderMetadata, sha256_file
 from export.parity import torch_embed
 from export.retrieve.images import FASHION_MNIST_CLASSES
 from export.retrieve.search import top1_label_agreement
-from federation import TINY_RUN, LocalDeployment
 from fedssl.checkpoint import load_encoder
 from fedssl.data.fashion_mnist import load_fashion_mnist
 

@@ -72,7 +72,7 @@ class RetrievalIndex:
 
     @classmethod
     def build(cls, encoder: OnnxEncoder, source: ImageSource, batch_size: int = 64,
-              progress: bool | None = None) -> "RetrievalIndex":
+              progress: bool | None = None) -> RetrievalIndex:
         """Embed ``source`` with ``encoder``.
 
         Raises:
@@ -118,7 +118,7 @@ class RetrievalIndex:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "RetrievalIndex":
+    def load(cls, path: str | Path) -> RetrievalIndex:
         """Raises IndexFileError if the file is missing, unreadable or of another format."""
         path = Path(path)
         if not path.is_file():
