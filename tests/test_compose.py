@@ -387,7 +387,7 @@ def wait_finished(stack: Stack, run_id: int, timeout: float, on_poll=None) -> st
         status = stack.status(run_id)
         if status.startswith("finished"):
             return status
-        time.sleep(1)
+        time.sleep(3)
     raise AssertionError(f"run {run_id} not finished after {timeout}s\n{stack.logs()}")
 
 
@@ -409,7 +409,7 @@ def test_two_rounds_over_tls_with_node_auth(stack: Stack) -> None:
         if not first_round and (stack.metrics(run_id) or {}).get("rounds"):
             first_round.append(time.monotonic() - started)
 
-    status = wait_finished(stack, run_id, timeout=900, on_poll=poll)
+    status = wait_finished(stack, run_id, timeout=1500, on_poll=poll)
     print(f"\n[docker] submit to first round: {first_round[0] if first_round else float('nan'):.0f} s; "
           f"whole run: {time.monotonic() - started:.0f} s")
 
@@ -437,13 +437,13 @@ def test_run_finishes_when_a_supernode_stops_mid_run(stack: Stack) -> None:
                            "round-timeout": 120.0})
 
     # Execute: stop supernode-1 (and its SuperExec) once the first round is in.
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + 1200
     while not (stack.metrics(run_id) or {}).get("rounds"):
         assert time.monotonic() < deadline, f"no round finished\n{stack.logs()}"
         assert not stack.status(run_id).startswith("finished"), "run ended before a SuperNode could be stopped"
-        time.sleep(1)
+        time.sleep(3)
     stack.run("stop", "-t", "10", "supernode-1", "superexec-clientapp-1")
-    status = wait_finished(stack, run_id, timeout=900)
+    status = wait_finished(stack, run_id, timeout=1500)
 
     # Assert: the run completed all rounds; after the stop only supernode-0 replied.
     assert status == "finished:completed", stack.logs()
@@ -469,11 +469,11 @@ def test_unregistered_supernode_is_refused(stack: Stack, images: dict[str, str],
     out = sh(["docker", "run", "--rm", "--network", f"{stack.project}_default",
               "-v", f"{stack.project}_ca:/etc/fedssl/ca:ro", "-v", f"{tmp_path}:/etc/fedssl/keys:ro",
               images["supernode"], "--superlink", "superlink:8000", "--root-certificates", "/etc/fedssl/ca/ca.crt",
-              "--auth-supernode-private-key", "/etc/fedssl/keys/rogue", "--max-retries", "2",
-              "--max-wait-time", "60"], timeout=180, check=False)
+              "--auth-supernode-private-key", "/etc/fedssl/keys/rogue", "--max-retries", "0"],
+             timeout=300, check=False)
 
     # Assert: it gives up with an error, and the SuperLink's node list has not grown.
     log = out.stdout + out.stderr
     assert out.returncode != 0, log
-    assert re.search(r"(?i)unauthenticated|not registered|activation failed|permission denied|No SuperNode", log), log
+    assert "Failed to activate SuperNode" in log, log  # not a TLS or network failure: the key was refused
     assert {n["node-id"] for n in stack.nodes()} == before
