@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from fedssl.atomic import atomic_write_text
 
 PREFIX = "fedssl."  # metadata_props keys are namespaced so torch's own props never collide
 PRECISIONS = ("fp32", "int8", "fp16")
@@ -105,20 +105,6 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 def sidecar_path(model_path: str | Path) -> Path:
     """``encoder.onnx`` -> ``encoder.json``; ``encoder.int8.onnx`` -> ``encoder.int8.json``."""
     return Path(model_path).with_suffix(".json")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write beside ``path`` then rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # shipped with the model, not a secret (mkstemp creates 0600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_sidecar(model_path: str | Path, meta: EncoderMetadata, **extra: Any) -> Path:

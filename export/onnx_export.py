@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from export.metadata import EncoderMetadata
-from fedssl.checkpoint import atomic_write_bytes
+from fedssl.atomic import atomic_write_bytes
 
 
 def set_metadata(model: onnx.ModelProto, meta: EncoderMetadata) -> onnx.ModelProto:
@@ -37,7 +37,6 @@ def save_model(model: onnx.ModelProto, path: Path) -> None:
     """Check and write ``model`` as one file (no external data), atomically."""
     onnx.checker.check_model(model)
     atomic_write_bytes(path, model.SerializeToString())
-    path.chmod(0o644)  # a file to ship, not a secret (the atomic writer creates it 0600)
 
 
 def export_encoder(encoder: nn.Module, meta: EncoderMetadata, path: str | Path, opset: int | None = None) -> Path:

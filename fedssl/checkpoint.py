@@ -7,14 +7,13 @@ architecture, input size and channels, normalisation, embedding dimension.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import tempfile
+import io
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from fedssl.atomic import atomic_write_bytes, atomic_write_json  # noqa: F401  (re-exported)
 from fedssl.augment import normalization
 from fedssl.config import ModelConfig
 from fedssl.models.encoders import build_encoder
@@ -22,28 +21,7 @@ from fedssl.models.encoders import build_encoder
 FORMAT_VERSION = 1
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=2).encode())
-
-
 def atomic_torch_save(path: Path, obj: Any) -> None:
-    import io
-
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write_bytes(path, buffer.getvalue())

@@ -7,9 +7,8 @@ hash differs from the one it was built with.
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import tempfile
 import time
 import zipfile
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from tqdm import tqdm
 from export.retrieve.encoder import OnnxEncoder
 from export.retrieve.images import ImageBatch, Skipped
 from export.retrieve.search import l2_normalize, top_k
+from fedssl.atomic import atomic_write_bytes
 
 FORMAT_VERSION = 1
 
@@ -104,17 +104,11 @@ class RetrievalIndex:
     def save(self, path: str | Path) -> Path:
         """Write atomically (temporary file, then rename)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, embeddings=self.embeddings.astype(np.float32), paths=self.paths.astype(str),
-                         labels=self.labels.astype(str), model_sha256=np.asarray(self.model_sha256),
-                         info=np.asarray(json.dumps({"format_version": FORMAT_VERSION, **self.info})))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        buffer = io.BytesIO()
+        np.savez(buffer, embeddings=self.embeddings.astype(np.float32), paths=self.paths.astype(str),
+                 labels=self.labels.astype(str), model_sha256=np.asarray(self.model_sha256),
+                 info=np.asarray(json.dumps({"format_version": FORMAT_VERSION, **self.info})))
+        atomic_write_bytes(path, buffer.getvalue())
         return path
 
     @classmethod
