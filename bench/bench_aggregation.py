@@ -12,8 +12,9 @@ Each case runs in a fresh Python process (clean peak-memory figures):
 * ``reference``: a streaming NumPy FedAvg that consumes a generator client by client
   (float64 accumulator, like ours) and holds one update at a time.
 
-Seconds come from a pass without tracemalloc; memory from a second pass with it: ``input_mb`` is what
-the caller holds before the call, ``working_mb`` what the call allocates on top (peak). The
+Seconds come from the best of up to 5 passes without tracemalloc; memory from one more pass with it:
+``input_mb`` is what the caller holds before the call, ``working_mb`` what the call allocates on top
+(peak). The
 memory-bandwidth bound is ``N x update bytes / streaming bandwidth``, the bandwidth measured with a
 large in-place ``np.add`` in the same run. Cases whose projected memory exceeds 40 % of the machine's
 available memory are not run; their projection is reported instead.
@@ -28,7 +29,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -42,7 +43,7 @@ RESNET18 = {"model.encoder": "resnet18", "model.in-channels": 3, "model.image-si
             "model.embedding-dim": 512, "model.small-stem": True}
 FULL = {"clients": (10, 100, 1000), "pool": 12, "list": (10, 100), "strategy": (10, 20), "median": (10,),
         "bandwidth_mb": 512}
-QUICK = {"clients": (10,), "pool": 2, "list": (10,), "strategy": (10,), "median": (), "bandwidth_mb": 256}
+QUICK = {"clients": (10,), "pool": 2, "list": (10,), "strategy": (10,), "median": (), "bandwidth_mb": 128}
 MEMORY_BUDGET = 0.4  # of MemAvailable
 MAX_HELD = 4  # update sizes a streaming server needs at most (accumulator in float64 = 2, one update, slack)
 MB = 2**20
@@ -128,21 +129,26 @@ def reply_messages(updates: Sequence[Mapping[str, np.ndarray]], weights: Sequenc
     return messages
 
 
+def distinct_updates(base: Mapping[str, np.ndarray], n: int, pool_size: int) -> list[dict[str, np.ndarray]]:
+    """N updates each in its own memory, as N decoded replies are."""
+    pool = make_pool(base, min(pool_size, n))
+    return [{k: v.copy() for k, v in pool[i % len(pool)].items()} for i in range(n)]
+
+
 def prepare(kind: str, n: int, pool_size: int):
     """Inputs held before the call, and the call itself."""
     from fedssl.config import RunConfig
     from server_app.aggregation import fedavg, fedmedian
 
     base = base_update()
-    pool = make_pool(base, min(pool_size, n))
     w = examples(n)
-    if kind == "ours_lazy":
-        updates = PooledUpdates(pool, n)
-        return (pool,), lambda: fedavg(updates, w, w, base)
-    if kind == "reference":
+    if kind in ("ours_lazy", "reference"):
+        pool = make_pool(base, min(pool_size, n))
+        if kind == "ours_lazy":
+            updates = PooledUpdates(pool, n)
+            return (pool,), lambda: fedavg(updates, w, w, base)
         return (pool,), lambda: streaming_fedavg((w[k], pool[k % len(pool)]) for k in range(n))
-    listed = [{k: v.copy() for k, v in pool[i % len(pool)].items()} for i in range(n)]
-    del pool
+    listed = distinct_updates(base, n, pool_size)
     if kind == "ours_list":
         return (listed,), lambda: fedavg(listed, w, w, base)
     if kind == "fedmedian_list":
@@ -166,8 +172,8 @@ def checksum(out: Any) -> float:
     return float(sum(v.astype(np.float64).sum() for v in arrays.values() if np.issubdtype(v.dtype, np.floating)))
 
 
-def repeats(n: int) -> int:
-    return 5 if n <= 10 else (3 if n <= 100 else 1)
+def repeats(n: int, quick: bool) -> int:
+    return 1 if quick else (5 if n <= 10 else (3 if n <= 100 else 1))
 
 
 def strategy_breakdown(messages: list, base: Mapping[str, np.ndarray]) -> dict[str, float]:
@@ -191,11 +197,11 @@ def strategy_breakdown(messages: list, base: Mapping[str, np.ndarray]) -> dict[s
     return {"decode_s": t1 - t0, "check_structure_s": t2 - t1, "update_norm_s": t3 - t2, "fedavg_s": t4 - t3}
 
 
-def worker(kind: str, n: int, pool_size: int) -> dict[str, Any]:
+def worker(kind: str, n: int, pool_size: int, quick: bool = False) -> dict[str, Any]:
     """Time the call (best of a few), then measure its memory with tracemalloc in one more call."""
     held, call = prepare(kind, n, pool_size)  # held keeps the inputs alive, as a caller would
     times = []
-    for _ in range(repeats(n)):
+    for _ in range(repeats(n, quick)):
         gc.collect()
         started = time.perf_counter()
         out = call()
@@ -273,7 +279,7 @@ def run(quick: bool) -> dict[str, Any]:
             case.update({"seconds": None, "working_mb": None, "skipped": f"projected {need / 2**30:.1f} GiB > "
                          f"{MEMORY_BUDGET:.0%} of available memory ({budget / MEMORY_BUDGET / 2**30:.1f} GiB)"})
         else:
-            case.update(_spawn({"kind": kind, "clients": n, "pool": size["pool"]}))
+            case.update(_spawn({"kind": kind, "clients": n, "pool": size["pool"], "quick": quick}))
             held = min(size["pool"], n) if kind in ("ours_lazy", "reference") else n
             case["input_mb"] = held * update_bytes / MB
             case["held_updates"] = (case["input_mb"] + case["working_mb"]) / (update_bytes / MB)
@@ -311,7 +317,8 @@ def _goals(by: dict, size: dict, update_bytes: int) -> list[dict[str, Any]]:
     speed = lazy_large["seconds"] / by[("reference", large)]["seconds"]
     return [
         goal(f"aggregation memory O(model), {small} -> {large} lazy updates", "working memory flat (ratio ~1)",
-             growth, growth < 1.5, f"our fedavg's working memory grows {growth:.2f}x from {small} to {large} clients", "times"),
+             growth, growth < 1.5, f"our fedavg's working memory grows {growth:.2f}x from {small} to {large} "
+             "clients", "times"),
         goal(f"server memory as the strategy runs it ({strategy['clients']} replies)",
              f"O(model): at most {MAX_HELD} update sizes", held, held <= MAX_HELD,
              f"replies + decoded updates + working memory = {held:.1f} update sizes for {strategy['clients']} "
@@ -328,7 +335,7 @@ def main() -> None:
     if spec["kind"] == "bandwidth":
         result = bandwidth(spec["mb"])
     else:
-        result = worker(spec["kind"], spec["clients"], spec["pool"])
+        result = worker(spec["kind"], spec["clients"], spec["pool"], spec.get("quick", False))
     print("RESULT " + json.dumps(result), flush=True)
 
 

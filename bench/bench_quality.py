@@ -110,8 +110,9 @@ def collapsed(workdir: Path, size: dict[str, Any], filter_on: bool) -> dict[str,
     with fed:
         run_dir = fed.run({**base_config(size, "simclr", split), "filter.enabled": filter_on}, timeout=3600)
         metrics = load_metrics(run_dir)
-    row = from_metrics(metrics, group="collapsed", name=f"{len(bad)}/{n} collapsed, filter {'on' if filter_on else 'off'}",
-                       method="simclr", split=split, rule="fedavg", filter=filter_on, collapsed=len(bad))
+    name = f"{len(bad)}/{n} collapsed, filter {'on' if filter_on else 'off'}"
+    row = from_metrics(metrics, group="collapsed", name=name, method="simclr", split=split, rule="fedavg",
+                       filter=filter_on, collapsed=len(bad))
     return {**row, "wall_s": time.perf_counter() - started}
 
 

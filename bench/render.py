@@ -105,6 +105,7 @@ def communication(d: dict[str, Any], _: Path, __: str) -> str:
                      mb(b["backbone_fp16"]["count_bytes"]), mb(per["full_fp32"]), mb(per["backbone_fp32"]),
                      mb(per["backbone_fp16_up"]), f"{m['round_ratio_to_full_fp32']['backbone_fp16_up']:.3f}"))
     real = r["clientapp_reply"]
+    same = all(real[d]["count_bytes"] == real[d]["computed_backbone_bytes"] for d in ("float32", "float16"))
     err = r["models"][0]["fp16_error"]["relative_l2"]
     return ("MB per message (`ArrayRecord.count_bytes()`; the serialized protobuf is within 0.01 % of it) and per "
             "client per round (global backbone down in float32 + update up). Multiply by "
@@ -115,7 +116,7 @@ def communication(d: dict[str, Any], _: Path, __: str) -> str:
             + f"\n\nThe real ClientApp's reply: {num(real['float32']['count_bytes'])} B in float32 and "
             f"{num(real['float16']['count_bytes'])} B in float16 (ratio {real['fp16_to_fp32']:.3f}), equal to the "
             "computed backbone sizes: "
-            f"{real['float32']['count_bytes'] == real['float32']['computed_backbone_bytes'] and real['float16']['count_bytes'] == real['float16']['computed_backbone_bytes']}."
+            f"{num(same)}."
             f" float16 rounding changes the weights by {err:.1e} (relative L2).")
 
 
@@ -133,7 +134,8 @@ def aggregation(d: dict[str, Any], results_dir: Path, prefix: str) -> str:
                      f"{c['ratio_to_reference']:.2f}x" if c.get("ratio_to_reference") else "—",
                      f"{c['ratio_to_bound']:.0f}x" if c.get("ratio_to_bound") else "—",
                      c.get("input_mb"), c.get("working_mb"),
-                     f"{c['held_updates']:.1f}" if c.get("held_updates") else f"({c['projected_mb'] / r['update_mb']:.0f} projected)",
+                     f"{c['held_updates']:.1f}" if c.get("held_updates")
+                     else f"({c['projected_mb'] / r['update_mb']:.0f} projected)",
                      note))
     bw = r["bandwidth_gbps"]
     plot = plot_aggregation(r, results_dir)
@@ -267,7 +269,8 @@ def render_markdown(results_dir: Path, failed: dict[str, str], order: Sequence[s
         title = f"### {TITLES[name]}"
         if name in data:
             d = data[name]
-            stale = f"  \n**Failed in the latest run ({failed[name][:200]}); these figures are older.**" if name in failed else ""
+            stale = (f"  \n**Failed in the latest run ({failed[name][:200]}); these figures are older.**"
+                     if name in failed else "")
             parts.append(f"{title}\n\n{provenance(d)}{stale}\n\n{SECTIONS[name](d, results_dir, prefix)}")
         else:
             why = failed.get(name, "not run yet")

@@ -16,7 +16,6 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
 
 from bench import render
 from bench.machine import describe

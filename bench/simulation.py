@@ -51,7 +51,7 @@ class LocalSimulation:
         self.env = {**flower_env(self.home), "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(self.http_port),
                     "FLWR_LOCAL_CONTROL_API_PORT": str(self.control_port)}
 
-    def __enter__(self) -> "LocalSimulation":
+    def __enter__(self) -> LocalSimulation:
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "config.toml").write_text('[superlink]\ndefault = "local"\n\n'
                                                '[superlink.local]\naddress = ":local-in-memory:"\n')
