@@ -41,7 +41,7 @@ RESULT_KEYS = ("threads", "samples", "batch_size", "methods")
 GOAL = 0.05
 NODE_ID, ROUND = 7, 1
 NODE_CONFIG = {"partition-id": 0, "num-partitions": 10}
-FULL = {"methods": ("simclr", "byol", "barlowtwins"), "samples": 1024, "batch_size": 128, "repeats": 5}
+FULL = {"methods": ("simclr", "byol", "barlowtwins"), "samples": 1024, "batch_size": 128, "repeats": 4}
 QUICK = {"methods": ("simclr",), "samples": 128, "batch_size": 64, "repeats": 2}
 
 
