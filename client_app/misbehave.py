@@ -15,12 +15,15 @@ MODES = ("", "collapse", "nan", "scale")
 
 @torch.no_grad()
 def collapse_encoder(backbone: nn.Module) -> None:
-    """Make every image map to the same embedding: zero the final linear map, keep a constant bias."""
+    """Make every image map to the same embedding: zero the final linear map, keep a large constant bias.
+
+    This is what a collapsed SSL encoder looks like from outside: one dominant direction for every input.
+    """
     linears = [m for m in backbone.modules() if isinstance(m, nn.Linear)]
     if linears:
         linears[-1].weight.zero_()
         if linears[-1].bias is not None:
-            linears[-1].bias.copy_(torch.randn_like(linears[-1].bias))
+            linears[-1].bias.copy_(10.0 * torch.randn_like(linears[-1].bias))
     else:
         for p in backbone.parameters():
             p.zero_()
