@@ -2,23 +2,28 @@
 
 Both arms see the *same* batches: the reference replays the ClientApp's seeding (torch seed, model
 construction, sample choice, loader generator), so its mean loss must equal the one our reply
-reports. Arms are interleaved (ours, reference, reference, ours, ...) and the median of the per-pair
-ratios is reported, because the machine is shared. Two ratios:
+reports. Arms are interleaved (ours, reference, reference, ours, ...), one torch thread each.
 
-* loop: the time ``train_local`` spends in its loop vs the reference loop (per-step machinery:
-  finiteness check, ``loss.item()``, ``after_step``);
+The machine is shared, so wall time swings with other people's load; the goal is judged on the
+process's **CPU time** (``time.process_time``), which counts the work done, not the waiting. Wall
+ratios are reported beside it. Two levels:
+
 * round (the goal, <= 5 %): ``train_round`` end to end (config parsing, model build, backbone load,
-  the loop, the collapse check, NumPy/ArrayRecord conversion) vs the reference script (model build,
-  backbone load, loader, optimiser, loop).
+  ``train_local``, the collapse check, NumPy/ArrayRecord conversion) vs the reference script (model
+  build, backbone load, loader, optimiser, loop);
+* loop: ``train_local`` alone (loader, optimiser, loop; timed by wrapping the function the ClientApp
+  calls) vs the reference's loader, optimiser and loop.
 
-The augmentation-only time of the same batches and the collapse check alone are reported too, to
-show where the time goes.
+``train_round``'s fixed cost per round (everything but ``train_local``: mostly the collapse check)
+is also projected onto the demo's round size (``data.max-samples`` 4000, batch 128 = 31 steps).
 """
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -26,23 +31,56 @@ import torch
 from flwr.app import Array, ArrayRecord, Context, RecordDict
 from torch.utils.data import DataLoader
 
+import client_app.app as client_module
 from bench.results import goal
-from client_app.app import train_round
 from client_app.data import node_images
 from fedssl import reply
 from fedssl.augment import TwoViewDataset, normalization, ssl_augmentation
 from fedssl.config import RunConfig
 from fedssl.ssl import build_ssl_model
 from fedssl.state import backbone_arrays, strip_prefix, to_torch
-from fedssl.train import collapse_check
 
 NAME = "client_overhead"
 RESULT_KEYS = ("threads", "samples", "batch_size", "methods")
 GOAL = 0.05
+DEMO_STEPS = 4000 // 128  # the demo's default round: data.max-samples 4000, train.batch-size 128
 NODE_ID, ROUND = 7, 1
 NODE_CONFIG = {"partition-id": 0, "num-partitions": 10}
 FULL = {"methods": ("simclr", "byol", "barlowtwins"), "samples": 1024, "batch_size": 128, "repeats": 4}
 QUICK = {"methods": ("simclr",), "samples": 128, "batch_size": 64, "repeats": 2}
+
+
+class Clock:
+    """Wall and CPU seconds of a block: ``with clock: ...`` then ``clock.wall``, ``clock.cpu``."""
+
+    def __enter__(self) -> Clock:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall, self.cpu = time.perf_counter() - self._wall, time.process_time() - self._cpu
+
+
+@contextlib.contextmanager
+def timed_calls(names: tuple[str, ...]) -> Iterator[dict[str, Clock]]:
+    """Wrap functions the ClientApp module calls (``train_local``, ``collapse_check``) with clocks."""
+    clocks: dict[str, Clock] = {}
+    originals = {name: getattr(client_module, name) for name in names}
+
+    def wrap(name: str, fn: Callable) -> Callable:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            clocks[name] = Clock()
+            with clocks[name]:
+                return fn(*args, **kwargs)
+        return timed
+
+    for name, fn in originals.items():
+        setattr(client_module, name, wrap(name, fn))
+    try:
+        yield clocks
+    finally:
+        for name, fn in originals.items():
+            setattr(client_module, name, fn)
 
 
 def _seed(cfg: RunConfig) -> int:
@@ -50,15 +88,15 @@ def _seed(cfg: RunConfig) -> int:
 
 
 def ours(cfg: RunConfig, record: ArrayRecord) -> dict[str, float]:
-    """One ClientApp round (no Flower messaging); its wall time and the reply's loop time and loss."""
+    """One ClientApp round (no Flower messaging): its clocks, the reply's loss and steps."""
     context = Context(run_id=1, node_id=NODE_ID, node_config=NODE_CONFIG, state=RecordDict(),
                       run_config=cfg.to_flat())
-    started = time.perf_counter()
-    content = train_round(record, ROUND, context)
-    total = time.perf_counter() - started
+    with timed_calls(("train_local", "collapse_check")) as inner, Clock() as total:
+        content = client_module.train_round(record, ROUND, context)
     metrics = content[reply.METRICS]
-    return {"total": total, "loop": float(metrics[reply.SECONDS]), "loss": float(metrics[reply.LOSS]),
-            "steps": float(metrics[reply.STEPS])}
+    return {"wall": total.wall, "cpu": total.cpu, "loop_wall": inner["train_local"].wall,
+            "loop_cpu": inner["train_local"].cpu, "collapse_cpu": inner["collapse_check"].cpu,
+            "loss": float(metrics[reply.LOSS]), "steps": float(metrics[reply.STEPS])}
 
 
 def _batches(cfg: RunConfig, images: np.ndarray) -> DataLoader:
@@ -74,46 +112,36 @@ def _batches(cfg: RunConfig, images: np.ndarray) -> DataLoader:
 def reference(cfg: RunConfig, global_backbone: dict[str, torch.Tensor]) -> dict[str, float]:
     """The plain PyTorch script a user would write for the same round."""
     images = node_images(cfg, NODE_CONFIG)  # cached after the warm-up, as in a warm ClientApp
-    started = time.perf_counter()
-    torch.manual_seed(_seed(cfg))
-    model = build_ssl_model(cfg.ssl, cfg.model)
-    model.backbone.load_state_dict(global_backbone)
-    loader = _batches(cfg, images)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr,
-                                 weight_decay=cfg.train.weight_decay)
-    model.train()
-    loop_started, loss_sum, steps = time.perf_counter(), torch.zeros(()), 0
-    for view_a, view_b in loader:
-        loss = model(view_a, view_b)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        model.after_step()
-        loss_sum += loss.detach()
-        steps += 1
-    ended = time.perf_counter()
-    return {"total": ended - started, "loop": ended - loop_started, "loss": float(loss_sum) / steps,
-            "steps": float(steps)}
+    with Clock() as total:
+        torch.manual_seed(_seed(cfg))
+        model = build_ssl_model(cfg.ssl, cfg.model)
+        model.backbone.load_state_dict(global_backbone)
+        with Clock() as loop:
+            loader = _batches(cfg, images)
+            optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr,
+                                         weight_decay=cfg.train.weight_decay)
+            model.train()
+            loss_sum, steps = torch.zeros(()), 0
+            for view_a, view_b in loader:
+                loss = model(view_a, view_b)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                model.after_step()
+                loss_sum += loss.detach()
+                steps += 1
+    return {"wall": total.wall, "cpu": total.cpu, "loop_wall": loop.wall, "loop_cpu": loop.cpu,
+            "loss": float(loss_sum) / steps, "steps": float(steps)}
 
 
 def augmentation_only(cfg: RunConfig) -> float:
-    """Seconds to produce the same two-view batches without any model."""
+    """CPU seconds to produce the same two-view batches without any model."""
     images = node_images(cfg, NODE_CONFIG)
     torch.manual_seed(_seed(cfg))
-    started = time.perf_counter()
-    for _ in _batches(cfg, images):
-        pass
-    return time.perf_counter() - started
-
-
-def collapse_only(cfg: RunConfig, global_backbone: dict[str, torch.Tensor]) -> float:
-    """Seconds of the ClientApp's per-round collapse check (embeds a fixed local sample), alone."""
-    model = build_ssl_model(cfg.ssl, cfg.model)
-    model.backbone.load_state_dict(global_backbone)
-    images = node_images(cfg, NODE_CONFIG)
-    started = time.perf_counter()
-    collapse_check(model.backbone, images, cfg.model, seed=cfg.seed)
-    return time.perf_counter() - started
+    with Clock() as clock:
+        for _ in _batches(cfg, images):
+            pass
+    return clock.cpu
 
 
 def measure_method(method: str, size: dict[str, Any]) -> dict[str, Any]:
@@ -128,33 +156,33 @@ def measure_method(method: str, size: dict[str, Any]) -> dict[str, Any]:
     for i in range(size["repeats"]):
         order = ("ours", "reference") if i % 2 == 0 else ("reference", "ours")
         timed = {arm: ours(cfg, record) if arm == "ours" else reference(cfg, global_backbone) for arm in order}
-        timed["augmentation"] = augmentation_only(cfg)
-        timed["collapse_check"] = collapse_only(cfg, global_backbone)
+        timed["augmentation_cpu"] = augmentation_only(cfg)
         pairs.append(timed)
-    round_ratios = [p["ours"]["total"] / p["reference"]["total"] for p in pairs]
-    loop_ratios = [p["ours"]["loop"] / p["reference"]["loop"] for p in pairs]
     med = statistics.median
-    ref_loop = med(p["reference"]["loop"] for p in pairs)
+
+    def ratios(key: str) -> list[float]:
+        return [p["ours"][key] / p["reference"][key] for p in pairs]
+
+    ref_cpu, ours_cpu = med(p["reference"]["cpu"] for p in pairs), med(p["ours"]["cpu"] for p in pairs)
+    fixed_cpu = med(p["ours"]["cpu"] - p["ours"]["loop_cpu"] for p in pairs)  # per round, outside train_local
+    ref_step_cpu = med(p["reference"]["loop_cpu"] for p in pairs) / pairs[0]["reference"]["steps"]
     return {
         "method": method,
         "steps": pairs[0]["ours"]["steps"],
-        "ours_round_s": med(p["ours"]["total"] for p in pairs),
-        "ours_loop_s": med(p["ours"]["loop"] for p in pairs),
-        "reference_total_s": med(p["reference"]["total"] for p in pairs),
-        "reference_loop_s": ref_loop,
-        "augmentation_s": med(p["augmentation"] for p in pairs),
-        "augmentation_share": med(p["augmentation"] for p in pairs) / ref_loop,
-        "collapse_check_s": med(p["collapse_check"] for p in pairs),
-        "collapse_check_share": med(p["collapse_check"] for p in pairs) / med(p["reference"]["total"] for p in pairs),
-        "round_ratio": med(round_ratios),
-        "round_ratio_min": min(round_ratios),
-        "round_ratio_max": max(round_ratios),
-        "loop_ratio": med(loop_ratios),
-        "loop_ratio_min": min(loop_ratios),
-        "loop_ratio_max": max(loop_ratios),
-        "images_per_s_reference": pairs[0]["reference"]["steps"] * cfg.train.batch_size / ref_loop,
-        "loss_ours": pairs[0]["ours"]["loss"],
-        "loss_reference": pairs[0]["reference"]["loss"],
+        "ours_cpu_s": ours_cpu, "reference_cpu_s": ref_cpu,
+        "ours_wall_s": med(p["ours"]["wall"] for p in pairs),
+        "reference_wall_s": med(p["reference"]["wall"] for p in pairs),
+        "round_cpu_ratio": med(ratios("cpu")), "round_cpu_ratio_range": [min(ratios("cpu")), max(ratios("cpu"))],
+        "loop_cpu_ratio": med(ratios("loop_cpu")),
+        "loop_cpu_ratio_range": [min(ratios("loop_cpu")), max(ratios("loop_cpu"))],
+        "round_wall_ratio": med(ratios("wall")), "round_wall_ratio_range": [min(ratios("wall")), max(ratios("wall"))],
+        "fixed_cpu_s": fixed_cpu,
+        "collapse_check_cpu_s": med(p["ours"]["collapse_cpu"] for p in pairs),
+        "projected_demo_round_overhead": (ours_cpu - ref_cpu) / (ref_step_cpu * DEMO_STEPS),
+        "reference_step_cpu_s": ref_step_cpu,
+        "augmentation_share": med(p["augmentation_cpu"] / p["reference"]["loop_cpu"] for p in pairs),
+        "images_per_cpu_s_reference": cfg.train.batch_size / ref_step_cpu,
+        "loss_ours": pairs[0]["ours"]["loss"], "loss_reference": pairs[0]["reference"]["loss"],
         "same_batches": bool(abs(pairs[0]["ours"]["loss"] - pairs[0]["reference"]["loss"]) < 1e-4),
     }
 
@@ -167,17 +195,22 @@ def run(quick: bool) -> dict[str, Any]:
         methods = [measure_method(m, size) for m in size["methods"]]
     finally:
         torch.set_num_threads(threads)
-    worst_round = max(m["round_ratio"] for m in methods)
-    worst_loop = max(m["loop_ratio"] for m in methods)
+    worst_round = max(methods, key=lambda m: m["round_cpu_ratio"])
+    worst_loop = max(methods, key=lambda m: m["loop_cpu_ratio"])
+    worst_demo = max(m["projected_demo_round_overhead"] for m in methods)
+    steps = int(methods[0]["steps"])
     return {
-        "reference": "a plain PyTorch loop (same SSLModel, Adam, DataLoader and seeds, so the same batches)",
+        "reference": "a plain PyTorch loop (same SSLModel, Adam, DataLoader and seeds, so the same batches), "
+                     "interleaved, CPU time",
         "goals": [
-            goal("client round overhead", "<= 5 % slower", worst_round - 1, worst_round - 1 <= GOAL,
-                 "train_round end to end vs the plain script; worst method, median of interleaved pairs",
-                 "percent"),
-            goal("client loop overhead", "<= 5 % slower", worst_loop - 1, worst_loop - 1 <= GOAL,
-                 "train_local's loop vs the plain loop", "percent"),
+            goal(f"client round overhead ({steps}-step round)", "<= 5 % slower", worst_round["round_cpu_ratio"] - 1,
+                 worst_round["round_cpu_ratio"] - 1 <= GOAL,
+                 f"CPU time of train_round vs the plain script, worst method ({worst_round['method']}); projected "
+                 f"at the demo's {DEMO_STEPS}-step round: {worst_demo:+.1%}", "percent"),
+            goal("client loop overhead", "<= 5 % slower", worst_loop["loop_cpu_ratio"] - 1,
+                 worst_loop["loop_cpu_ratio"] - 1 <= GOAL,
+                 f"CPU time of train_local vs the plain loop, worst method ({worst_loop['method']})", "percent"),
         ],
         "results": {"threads": 1, "samples": size["samples"], "batch_size": size["batch_size"],
-                    "repeats": size["repeats"], "methods": methods},
+                    "repeats": size["repeats"], "demo_steps": DEMO_STEPS, "methods": methods},
     }
