@@ -99,6 +99,9 @@ def round_overhead(d: dict[str, Any], _: Path, __: str) -> str:
             f"P = {r['parallel_slots']} clients train at once. ideal = max(Σ client compute / P, max client "
             "compute); overhead = (wall − server eval) / ideal − 1. Steady state (rounds ≥ 2): "
             f"**{pct(r['steady_overhead'])}** ({pct(r['steady_overhead_with_eval'])} with the server's kNN eval). "
+            f"Beyond the ideal, each client costs {r['fixed_per_client_s']:.2f} s per round (its training loop: "
+            f"{r['client_compute_s']:.2f} s), projected {pct(r['projected_demo_overhead'])} at the demo's "
+            f"{r['demo_samples']} samples per client. "
             f"Outside the rounds (start-up, baselines): {r['outside_rounds_s']:.0f} s of {r['run_wall_s']:.0f} s.\n\n"
             + table(["round", "clients", "wall s", "server eval s", "Σ client compute s", "ideal s", "overhead",
                      "overhead incl. eval"], rows))
