@@ -21,7 +21,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO / "tests"))
-from federation import flower_env, free_port, toml_value  # noqa: E402  (tests/federation.py)
+from federation import flower_env, free_port, submit_run, toml_value  # noqa: E402  (tests/federation.py)
 
 
 def _pids_with(needle: str) -> list[int]:
@@ -84,11 +84,7 @@ class LocalSimulation:
     def submit(self, run_config: dict[str, Any], nodes: int) -> int:
         config = " ".join(f"{k}={toml_value(v)}" for k, v in {"outputs-dir": str(self.outputs), **run_config}.items())
         federation = f"num-supernodes={nodes} client-resources-num-cpus={self.cpus_per_client:g}"
-        out = self.flwr("run", str(REPO), "local", "--run-config", config, "--federation-config", federation,
-                        "--format", "json")
-        if out.returncode != 0:
-            raise RuntimeError(f"flwr run failed:\n{out.stdout}\n{out.stderr}")
-        return int(json.loads(out.stdout)["run-id"])
+        return submit_run(self.flwr, str(REPO), "local", "--run-config", config, "--federation-config", federation)
 
     def status(self, run_id: int) -> str:
         out = self.flwr("ls", "local", "--run-id", str(run_id), "--format", "json")

@@ -37,6 +37,23 @@ def flower_env(home: Path) -> dict[str, str]:
             "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1", "PYTHONUNBUFFERED": "1"}
 
 
+def submit_run(flwr: Any, *args: str, attempts: int = 3) -> int:
+    """``flwr run ... --format json`` -> run id, retried: on a loaded machine the SuperLink it talks
+    to (or the local one ``flwr run`` starts) can be too slow to answer the first time.
+
+    Raises:
+        RuntimeError: with flwr's output when every attempt failed.
+    """
+    for attempt in range(1, attempts + 1):
+        out = flwr("run", *args, "--format", "json")
+        reply = json.loads(out.stdout) if out.stdout.strip().startswith("{") else {}
+        if out.returncode == 0 and "run-id" in reply:
+            return int(reply["run-id"])
+        if attempt < attempts:
+            time.sleep(5 * attempt)
+    raise RuntimeError(f"flwr run failed {attempts} times; last output:\n{out.stdout}\n{out.stderr}")
+
+
 def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -112,11 +129,7 @@ class LocalDeployment:
         """Start a run without waiting; returns its run id."""
         config = {"outputs-dir": str(self.outputs), **run_config}
         overrides = " ".join(f"{k}={toml_value(v)}" for k, v in config.items())
-        out = self.flwr("run", str(REPO), CONNECTION, "--run-config", overrides, "--format", "json")
-        reply = json.loads(out.stdout) if out.stdout.strip().startswith("{") else {}
-        if out.returncode != 0 or "run-id" not in reply:
-            raise RuntimeError(f"flwr run failed:\n{out.stdout}\n{out.stderr}")
-        return int(reply["run-id"])
+        return submit_run(self.flwr, str(REPO), CONNECTION, "--run-config", overrides)
 
     def status(self, run_id: int) -> str:
         out = self.flwr("ls", CONNECTION, "--run-id", str(run_id), "--format", "json")
