@@ -15,16 +15,16 @@ MODES = ("", "collapse", "nan", "scale")
 
 @torch.no_grad()
 def collapse_encoder(backbone: nn.Module) -> None:
-    """Make every image map to the same embedding: zero the final linear map, keep a large constant bias.
+    """Make every image map to the same embedding, the way SSL encoders really collapse: dead ReLUs.
 
-    This is what a collapsed SSL encoder looks like from outside: one dominant direction for every input.
+    Every BatchNorm's shift goes strongly negative, so each ReLU after it outputs 0 and the
+    embedding is the final layer's bias alone. Averaged into a global model unfiltered, these
+    shifts kill units for every client.
     """
-    linears = [m for m in backbone.modules() if isinstance(m, nn.Linear)]
-    if linears:
-        linears[-1].weight.zero_()
-        if linears[-1].bias is not None:
-            linears[-1].bias.copy_(10.0 * torch.randn_like(linears[-1].bias))
-    else:
+    norms = [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for bn in norms:
+        bn.bias.fill_(-10.0)
+    if not norms:
         for p in backbone.parameters():
             p.zero_()
 
