@@ -1,9 +1,10 @@
 """Item 5 inside the suite: runs ``bench/bench_export.py`` (issue #4's benchmark, another engineer's).
 
-That script needs an encoder checkpoint and writes its own ``export.json``; here it gets a freshly
-trained one (a short SimCLR run of the core's ``train_local`` on Fashion-MNIST, saved as the server
-saves encoders), small sizes in quick mode, and its figures are wrapped in the suite's envelope
-(goals, reference). Its code is called, never copied.
+That script needs an encoder checkpoint and writes its own ``export.json`` (the one its author
+committed in ``bench/results/`` stays theirs). Here it runs into a temporary folder on a freshly
+trained encoder (a short SimCLR run of the core's ``train_local`` on Fashion-MNIST, saved as the
+server saves encoders), at small sizes in quick mode, and its figures are wrapped in the suite's
+envelope (goals, reference) as ``export_suite.json``. Its code is called, never copied.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from fedssl.ssl import build_ssl_model
 from fedssl.state import strip_prefix
 from fedssl.train import train_local
 
-NAME = "export"
+NAME = "export_suite"
 MODULE = "bench.bench_export"
 RESULT_KEYS = ("accuracy", "latency", "file_mb", "checkpoint")
 FULL = {"train_images": 4096, "args": []}

@@ -17,7 +17,7 @@ TITLES = {
     "round_overhead": "2. Round overhead in simulation",
     "communication": "3. Communication per round",
     "aggregation": "4. Aggregation at scale (ResNet-18 backbone)",
-    "export": "5. Export: torch eager vs onnxruntime fp32 vs int8",
+    "export_suite": "5. Export: torch eager vs onnxruntime fp32 vs int8",
     "quality": "6. Quality: Fashion-MNIST kNN top-1 at equal compute",
 }
 
@@ -200,7 +200,7 @@ def quality(d: dict[str, Any], results_dir: Path, prefix: str) -> str:
 
 SECTIONS: dict[str, Callable[[dict[str, Any], Path, str], str]] = {
     "client_overhead": client_overhead, "round_overhead": round_overhead, "communication": communication,
-    "aggregation": aggregation, "export": export, "quality": quality,
+    "aggregation": aggregation, "export_suite": export, "quality": quality,
 }
 
 
