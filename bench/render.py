@@ -283,7 +283,11 @@ def render_markdown(results_dir: Path, failed: dict[str, str], order: Sequence[s
             d = data[name]
             stale = (f"  \n**Failed in the latest run ({failed[name][:200]}); these figures are older.**"
                      if name in failed else "")
-            parts.append(f"{title}\n\n{provenance(d)}{stale}\n\n{SECTIONS[name](d, results_dir, prefix)}")
+            try:
+                body = SECTIONS[name](d, results_dir, prefix)
+            except (KeyError, TypeError, IndexError) as exc:  # a file from an older version of the benchmark
+                body = f"**Cannot render this file ({type(exc).__name__}: {exc}); re-run the benchmark.**"
+            parts.append(f"{title}\n\n{provenance(d)}{stale}\n\n{body}")
         else:
             why = failed.get(name, "not run yet")
             parts.append(f"{title}\n\n**No results: {why}.**")
