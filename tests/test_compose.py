@@ -313,6 +313,13 @@ class Stack:
         assert out.returncode == 0, f"flwr run failed:\n{out.stdout}\n{out.stderr}"
         return int(json.loads(out.stdout)["run-id"])
 
+    def submit_in_network(self, run_config: dict[str, Any]) -> int:
+        """The same through the compose file's `flwr` service: `flwr run /app fedssl` inside the network."""
+        overrides = " ".join(f"{k}={toml_value(v)}" for k, v in run_config.items())
+        out = self.run("run", "--rm", "-T", "flwr", "run", "/app", "fedssl", "--run-config", overrides,
+                       "--format", "json")
+        return int(json.loads(out.stdout[out.stdout.index("{"):])["run-id"])
+
     def status(self, run_id: int) -> str:
         out = self.flwr("ls", "docker", "--run-id", str(run_id), "--format", "json")
         runs = json.loads(out.stdout).get("runs", []) if out.returncode == 0 else []
@@ -429,15 +436,16 @@ def test_two_rounds_over_tls_with_node_auth(stack: Stack) -> None:
     assert scraped, "the ServerApp's exporter never answered on the published metrics port"
     assert metric_value(scraped[-1], "fedssl_rounds_completed_total") == 2.0
     # The compose file's own flwr CLI (service `flwr`, TLS connection preset) sees the same run.
-    out = stack.run("run", "--rm", "flwr", "ls", "fedssl", "--run-id", str(run_id), "--format", "json")
+    out = stack.run("run", "--rm", "-T", "flwr", "ls", "fedssl", "--run-id", str(run_id), "--format", "json")
     assert json.loads(out.stdout[out.stdout.index("{"):])["runs"][0]["status"] == "finished:completed"
 
 
 @pytest.mark.docker
 def test_run_finishes_when_a_supernode_stops_mid_run(stack: Stack) -> None:
-    # Prepare: both SuperNodes online again; a run that survives losing one.
+    # Prepare: both SuperNodes online again; a run that survives losing one, submitted this time
+    # from inside the network (the README's way without a local install).
     stack.wait_online(2)
-    run_id = stack.submit({**TINY_RUN, "num-rounds": 4, "min-train-nodes": 1, "metrics-port": 0,
+    run_id = stack.submit_in_network({**TINY_RUN, "num-rounds": 4, "min-train-nodes": 1, "metrics-port": 0,
                            "round-timeout": 600.0})
 
     # Execute: stop supernode-1 (and its SuperExec) once the first round is in.
