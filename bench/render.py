@@ -141,21 +141,24 @@ def aggregation(d: dict[str, Any], results_dir: Path, prefix: str) -> str:
         note = c.get("skipped", "")
         if c["kind"] == "strategy" and "breakdown" in c:
             bd = c["breakdown"]
-            note = "steps alone: " + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in bd.items())
+            note = "steps alone (best of a few): " + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in bd.items())
+        streamed = c["kind"] in ("ours_lazy", "reference")
+        held = 1 + c["working_mb"] / r["update_mb"] if streamed and c.get("working_mb") else c.get("held_updates")
         rows.append((c["clients"], names[c["kind"]], c.get("seconds"),
                      f"{c['ratio_to_reference']:.2f}x" if c.get("ratio_to_reference") else "—",
                      f"{c['ratio_to_bound']:.0f}x" if c.get("ratio_to_bound") else "—",
                      c.get("input_mb"), c.get("working_mb"),
-                     f"{c['held_updates']:.1f}" if c.get("held_updates")
-                     else f"({c['projected_mb'] / r['update_mb']:.0f} projected)",
+                     f"{held:.1f}" if held else f"({c['projected_mb'] / r['update_mb']:.0f} projected)",
                      note))
     bw = r["bandwidth_gbps"]
     plot = plot_aggregation(r, results_dir)
     return (f"One update = {r['update_mb']:.1f} MB ({num(r['params'])} parameters). Memory bandwidth measured in the "
             f"same run (in-place `np.add` on {bw['start']['array_mb']:.0f} MB arrays): {bw['start']['add_gbps']:.1f} "
             f"GB/s at the start, {bw['end']['add_gbps']:.1f} GB/s at the end; the bound uses the better one. "
-            "*input* = what the caller holds before the call, *working* = the call's own peak allocation "
-            "(tracemalloc), *held* = both, in update sizes. Seconds: best of up to 5 runs.\n\n"
+            "*input* = what the caller holds before the call (for the lazy and streaming rows: a pool of distinct "
+            "updates, larger than the L3 cache, standing in for replies arriving one at a time), *working* = the "
+            "call's own peak allocation (tracemalloc), *held* = what must be in memory at once, in update sizes "
+            "(streamed rows: one update in flight + working). Seconds: best of up to 5 runs.\n\n"
             + table(["clients", "aggregation", "seconds", "vs reference", "vs bandwidth bound", "input MB",
                      "working MB", "held (updates)", "note"], rows)
             + (f"\n\n![aggregation scaling]({prefix}{plot})" if plot else ""))
