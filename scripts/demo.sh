@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
+# `flwr run` with the local connection launches `flower-superlink` from PATH.
+export PATH="$PWD/.venv/bin:$PATH"
 export FLWR_HOME="${FLWR_HOME:-$PWD/.flwr}" FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 \
        FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 PYTHONUNBUFFERED=1
 mkdir -p "$FLWR_HOME" outputs

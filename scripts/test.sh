@@ -18,5 +18,7 @@ fi
 for setup in docker/ci-setup.sh docker/monitoring/ci-setup.sh; do
   if [ -f "$setup" ]; then echo "==> $setup"; bash "$setup"; fi
 done
+# `flwr run` with a local connection launches `flower-superlink` from PATH.
+export PATH="$PWD/.venv/bin:$PATH"
 export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
 exec .venv/bin/python -m pytest "$@"
