@@ -23,6 +23,7 @@ from server_app.filtering import check_collapse
 from server_app.updates import (
     SKIPPED,
     ClientUpdate,
+    DecodedOnAccess,
     RejectedUpdate,
     check_metrics,
     check_norms,
@@ -117,10 +118,9 @@ class FedSSL(FedAvg):
             raise RejectedUpdate(SKIPPED, "client had too little data to train")
         if reply.ARRAYS not in msg.content.array_records:
             raise RejectedUpdate("missing-keys", "reply carries no arrays")
-        arrays = {k: v.numpy() for k, v in msg.content[reply.ARRAYS].items()}
+        arrays = DecodedOnAccess(msg.content[reply.ARRAYS])
         check_structure(arrays, self.global_arrays)
         check_collapse(metrics, self.cfg.filter, self.cfg.model.embedding_dim)
-        arrays = {k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in arrays.items()}
         return ClientUpdate(node, arrays, metrics)
 
     def state(self) -> dict[str, Any]:

@@ -5,8 +5,9 @@ A rejected update never touches the global model; its reason is recorded.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -28,10 +29,32 @@ class RejectedUpdate(Exception):
         self.detail = detail
 
 
+class DecodedOnAccess(Mapping[str, np.ndarray]):
+    """A reply's arrays, decoded one key at a time when read (float16 widened to float32).
+
+    The server keeps no decoded copy of any update: screening and aggregation read
+    each key when they need it, so beyond the replies Flower holds, memory is O(model).
+    ``record`` is anything whose items have ``.numpy()`` (a Flower ``ArrayRecord``).
+    """
+
+    def __init__(self, record: Mapping[str, Any]) -> None:
+        self._record = record
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        value = self._record[key].numpy()
+        return value.astype(np.float32) if value.dtype == np.float16 else value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._record)
+
+    def __len__(self) -> int:
+        return len(self._record)
+
+
 @dataclass
 class ClientUpdate:
     node_id: int
-    arrays: dict[str, np.ndarray]
+    arrays: Mapping[str, np.ndarray]
     metrics: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -82,12 +105,15 @@ def check_metrics(metrics: Mapping[str, float]) -> None:
 
 
 def update_norm(arrays: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> float:
-    """L2 norm of ``arrays - reference`` over floating entries (the size of the client's step)."""
+    """L2 norm of ``arrays - reference`` over floating entries (the size of the client's step).
+
+    float32 per key (one layer-sized temporary): precise enough for a ratio-to-median test.
+    """
     total = 0.0
     for key, ref in reference.items():
         if np.issubdtype(ref.dtype, np.floating):
-            diff = arrays[key].astype(np.float64) - ref
-            total += float(np.dot(diff.ravel(), diff.ravel()))
+            diff = np.subtract(arrays[key], ref, dtype=np.float32)
+            total += float(np.vdot(diff, diff))
     return total ** 0.5
 
 

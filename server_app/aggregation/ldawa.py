@@ -33,6 +33,7 @@ def ldawa(updates: Sequence[Mapping[str, np.ndarray]], num_examples: Sequence[fl
             continue
         acc = np.zeros(ref.shape, dtype=np.float64)
         for s, update in zip(share, updates):
-            acc += s * layer_cosine(update[key], ref) * update[key]
+            layer = update[key]
+            acc += s * layer_cosine(layer, ref) * layer
         out[key] = acc.astype(np.float32)
     return out

@@ -15,8 +15,9 @@ from server_app.aggregation.base import Arrays
 
 
 def _as_lists(updates: Sequence[Mapping[str, np.ndarray]], num_examples: Sequence[float]):
+    """Every update at once (these rules need them all), kept in its own dtype: no float64 copies."""
     keys = list(updates[0])
-    results = [([u[k].astype(np.float64) for k in keys], int(n)) for u, n in zip(updates, num_examples)]
+    results = [([u[k] for k in keys], int(n)) for u, n in zip(updates, num_examples)]
     return keys, results
 
 
