@@ -297,15 +297,34 @@ def render_markdown(results_dir: Path, failed: dict[str, str], order: Sequence[s
     return "\n\n".join(parts) + "\n"
 
 
-def update_readme(readme: Path, results_dir: Path, order: Sequence[str]) -> None:
-    """Replace the block between the markers in ``bench/README.md`` with the current tables."""
+def render_goals(results_dir: Path, order: Sequence[str]) -> str:
+    """The goals table alone, each row with the date and machine of its run (the top-level README's copy)."""
+    data = {n: read_result(results_dir / f"{n}.json") for n in order if (results_dir / f"{n}.json").is_file()}
+    rows = []
+    for name, d in data.items():
+        m = d["machine"]
+        when = f"{m['date'][:10]}, {m['cores']} cores, load {m['load_avg_1m']}"
+        rows += [(TITLES[name].split(".")[0], g["name"], g["target"], fmt_goal_value(g), met(g), when)
+                 for g in d["goals"]]
+    machines = sorted({f"{d['machine']['cpu']}, {d['machine']['cores']} cores, {d['machine']['mem_total_gb']} GB"
+                       for d in data.values()})
+    return (table(["#", "goal", "target", "measured", "status", "run"], rows)
+            + f"\n\nMachine: {'; '.join(machines)}, full mode; shared with other work, "
+            "so each figure is a ratio to a reference measured in the same run.\n")
+
+
+def update_readme(readme: Path, results_dir: Path, order: Sequence[str], goals_only: bool = False) -> None:
+    """Replace the block between the markers in ``readme`` with the current tables (or only the goals)."""
     if not readme.is_file():
         return
     text = readme.read_text()
     if BEGIN not in text or END not in text:
         return
-    prefix = f"{results_dir.resolve().relative_to(readme.parent.resolve())}/"
-    body = render_markdown(results_dir, {}, order, prefix).replace("## Goals", "### Goals")
+    if goals_only:
+        body = render_goals(results_dir, order)
+    else:
+        prefix = f"{results_dir.resolve().relative_to(readme.parent.resolve())}/"
+        body = render_markdown(results_dir, {}, order, prefix).replace("## Goals", "### Goals")
     head, rest = text.split(BEGIN, 1)
     tail = rest.split(END, 1)[1]
     readme.write_text(f"{head}{BEGIN}\n{body}{END}{tail}")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.render import TITLES
+from bench.render import BEGIN, END, TITLES, update_readme
 from bench.results import goal, validate, write_result
 from bench.run import BENCHMARKS, NEEDS, available, result_keys
 
@@ -70,3 +70,17 @@ def test_result_files_refuse_non_finite_numbers(tmp_path):
     with pytest.raises(ValueError):
         write_result(tmp_path / "x.json", {"value": math.inf})
     assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.federation
+def test_the_readme_goals_block_has_a_row_per_goal_and_names_its_machine(quick_run, tmp_path):
+    out, _ = quick_run
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{BEGIN}\nold\n{END}\noutro\n")
+    update_readme(readme, out, list(BENCHMARKS), goals_only=True)
+    text = readme.read_text()
+    goals = [g for name in BENCHMARKS if (out / f"{name}.json").is_file()
+             for g in json.loads((out / f"{name}.json").read_text())["goals"]]
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| #")]
+    assert len(rows) == len(goals) and "old" not in text
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "Machine: " in text
