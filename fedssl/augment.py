@@ -45,7 +45,7 @@ class TwoViewDataset(Dataset):
     """Yields two independent augmentations of each unlabeled image."""
 
     def __init__(self, images: np.ndarray, transform: T.Compose) -> None:
-        self.images = torch.from_numpy(np.ascontiguousarray(images))  # (N, C, H, W) uint8
+        self.images = torch.from_numpy(np.array(images, dtype=np.uint8))  # (N, C, H, W), an own writable copy
         self.transform = transform
 
     def __len__(self) -> int:
