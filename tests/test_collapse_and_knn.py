@@ -1,4 +1,5 @@
 
+import numpy as np
 import pytest
 import torch
 
@@ -40,3 +41,31 @@ def test_knn_separates_clusters_and_is_at_chance_on_noise():
     random_labels = torch.randint(0, 5, (2000,), generator=g)
     acc = knn_top1(noise[:1000], random_labels[:1000], noise[1000:], random_labels[1000:], k=20)
     assert abs(acc - 0.2) < 0.06
+
+
+class _Offset(torch.nn.Module):
+    """Flattened pixels plus a constant shared by every embedding (a bias no class information lives in)."""
+
+    def __init__(self, offset: float) -> None:
+        super().__init__()
+        self.offset = offset
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) + self.offset
+
+
+def test_the_probe_scores_encoders_and_pixels_alike_and_ignores_a_shared_offset():
+    from fedssl.config import EvalConfig, ModelConfig
+    from fedssl.probe import ProbeTask, evaluate_backbone, evaluate_pixels
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 400)
+    centres = rng.integers(60, 200, (4, 1, 6, 6))
+    images = np.clip(centres[labels] + rng.normal(0, 120, (400, 1, 6, 6)), 0, 255).astype(np.uint8)
+    task = ProbeTask("toy", images[:300], labels[:300], images[300:], labels[300:])
+    cfg, model = EvalConfig(knn_k=20), ModelConfig(image_size=6)
+    plain = evaluate_backbone(_Offset(0.0), [task], model, cfg)["toy"]
+    shifted = evaluate_backbone(_Offset(2.0), [task], model, cfg)["toy"]
+    assert plain > 0.5 and shifted == pytest.approx(plain)  # chance is 0.25; uncentred: 0.71 vs 0.76
+    # the identity "encoder" sees normalised pixels; centring removes the affine difference
+    assert evaluate_pixels([task], cfg)["toy"] == pytest.approx(plain)
