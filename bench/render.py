@@ -304,11 +304,11 @@ def render_goals(results_dir: Path, order: Sequence[str]) -> str:
     for name, d in data.items():
         m = d["machine"]
         when = f"{m['date'][:10]}, {m['cores']} cores, load {m['load_avg_1m']}"
-        rows += [(TITLES[name].split(".")[0], g["name"], g["target"], fmt_goal_value(g), met(g), when)
+        rows += [(TITLES[name].split(".")[0], g["name"], g["target"], fmt_goal_value(g), met(g), g["note"], when)
                  for g in d["goals"]]
     machines = sorted({f"{d['machine']['cpu']}, {d['machine']['cores']} cores, {d['machine']['mem_total_gb']} GB"
                        for d in data.values()})
-    return (table(["#", "goal", "target", "measured", "status", "run"], rows)
+    return (table(["#", "goal", "target", "measured", "status", "how", "run"], rows)
             + f"\n\nMachine: {'; '.join(machines)}, full mode; shared with other work, "
             "so each figure is a ratio to a reference measured in the same run.\n")
 
