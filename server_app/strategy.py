@@ -28,7 +28,6 @@ from server_app.updates import (
     check_metrics,
     check_norms,
     check_structure,
-    update_norm,
 )
 
 WARNING = 30
@@ -100,10 +99,8 @@ class FedSSL(FedAvg):
                 excluded.append(_exclusion(node, metrics, rejected))
                 continue
             candidates.append(update)
-        norms = {u.node_id: update_norm(u.arrays, self.global_arrays) for u in candidates}
-        outliers = check_norms(norms, self.cfg.filter.max_norm_ratio)
+        outliers = check_norms({u.node_id: u.norm for u in candidates}, self.cfg.filter.max_norm_ratio)
         for update in candidates:
-            update.metrics["update-norm"] = norms[update.node_id]
             if update.node_id in outliers:
                 excluded.append(_exclusion(update.node_id, update.metrics, outliers[update.node_id]))
         accepted = [u for u in candidates if u.node_id not in outliers]
@@ -119,9 +116,9 @@ class FedSSL(FedAvg):
         if reply.ARRAYS not in msg.content.array_records:
             raise RejectedUpdate("missing-keys", "reply carries no arrays")
         arrays = DecodedOnAccess(msg.content[reply.ARRAYS])
-        check_structure(arrays, self.global_arrays)
+        norm = check_structure(arrays, self.global_arrays)
         check_collapse(metrics, self.cfg.filter, self.cfg.model.embedding_dim)
-        return ClientUpdate(node, arrays, metrics)
+        return ClientUpdate(node, arrays, metrics, norm)
 
     def state(self) -> dict[str, Any]:
         return {"global_arrays": self.global_arrays}

@@ -56,6 +56,7 @@ class ClientUpdate:
     node_id: int
     arrays: Mapping[str, np.ndarray]
     metrics: dict[str, float] = field(default_factory=dict)
+    norm: float = 0.0  # L2 size of the step from the global model
 
     @property
     def num_examples(self) -> float:
@@ -66,10 +67,13 @@ class ClientUpdate:
         return self.metrics.get(reply.LOSS, 0.0)
 
 
-def check_structure(arrays: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> None:
+def check_structure(arrays: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> float:
     """Same keys, shapes and kinds of dtype as the global model; finite values.
 
     float16 is accepted for float32 entries (half-precision transport).
+    Returns:
+        the update norm (``update_norm``), taken in the same read of each array: reading a
+        reply's array decodes it, the costly part of screening.
     Raises:
         RejectedUpdate: with the first problem found.
     """
@@ -79,6 +83,7 @@ def check_structure(arrays: Mapping[str, np.ndarray], reference: Mapping[str, np
     extra = sorted(set(arrays) - set(reference))
     if extra:
         raise RejectedUpdate(EXTRA_KEYS, f"{len(extra)} unexpected, e.g. {extra[:3]}")
+    squared = 0.0
     for key, ref in reference.items():
         value = arrays[key]
         if value.shape != ref.shape:
@@ -88,6 +93,9 @@ def check_structure(arrays: Mapping[str, np.ndarray], reference: Mapping[str, np
             raise RejectedUpdate(DTYPE, f"{key}: {value.dtype} where {ref.dtype} is expected")
         if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
             raise RejectedUpdate(NAN, f"{key} holds NaN or Inf")
+        if np.issubdtype(ref.dtype, np.floating):
+            squared += _squared_step(value, ref)
+    return squared ** 0.5
 
 
 def check_metrics(metrics: Mapping[str, float]) -> None:
@@ -109,12 +117,13 @@ def update_norm(arrays: Mapping[str, np.ndarray], reference: Mapping[str, np.nda
 
     float32 per key (one layer-sized temporary): precise enough for a ratio-to-median test.
     """
-    total = 0.0
-    for key, ref in reference.items():
-        if np.issubdtype(ref.dtype, np.floating):
-            diff = np.subtract(arrays[key], ref, dtype=np.float32)
-            total += float(np.vdot(diff, diff))
-    return total ** 0.5
+    return sum(_squared_step(arrays[key], ref) for key, ref in reference.items()
+               if np.issubdtype(ref.dtype, np.floating)) ** 0.5
+
+
+def _squared_step(value: np.ndarray, ref: np.ndarray) -> float:
+    diff = np.subtract(value, ref, dtype=np.float32)
+    return float(np.vdot(diff, diff))
 
 
 def check_norms(norms: Mapping[int, float], max_ratio: float) -> dict[int, RejectedUpdate]:

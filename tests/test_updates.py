@@ -50,6 +50,8 @@ def test_malformed_updates_are_rejected_with_a_reason(arrays, reason):
 def test_norm_outliers_against_the_round_median():
     assert update_norm({"backbone.w": np.full((2, 3), 2.0, np.float32), "backbone.n": REF["backbone.n"]},
                        REF) == pytest.approx(np.sqrt(6 * 4))
+    assert check_structure({"backbone.w": np.full((2, 3), 2.0, np.float32), "backbone.n": REF["backbone.n"]},
+                           REF) == pytest.approx(np.sqrt(6 * 4))
     rejected = check_norms({1: 1.0, 2: 1.2, 3: 0.9, 4: 100.0}, max_ratio=10)
     assert list(rejected) == [4] and rejected[4].reason == NORM
     assert check_norms({1: 1.0, 2: 100.0}, max_ratio=10) == {}  # two replies: no majority to trust
