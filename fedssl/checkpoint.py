@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from fedssl.atomic import atomic_write_bytes, atomic_write_json  # noqa: F401  (re-exported)
+from fedssl.atomic import atomic_write_bytes
 from fedssl.augment import normalization
 from fedssl.config import ModelConfig
 from fedssl.models.encoders import build_encoder

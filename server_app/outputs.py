@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedssl.checkpoint import atomic_torch_save, atomic_write_json, save_encoder
+from fedssl.atomic import atomic_write_json
+from fedssl.checkpoint import atomic_torch_save, save_encoder
 from fedssl.config import RunConfig
 from fedssl.state import strip_prefix, to_torch
 
