@@ -275,8 +275,13 @@ def render_all(results_dir: Path, failed: dict[str, str], order: Sequence[str], 
     return out
 
 
+def read_all(results_dir: Path, order: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Every result file present, by benchmark name, in ``order``."""
+    return {n: read_result(results_dir / f"{n}.json") for n in order if (results_dir / f"{n}.json").is_file()}
+
+
 def render_markdown(results_dir: Path, failed: dict[str, str], order: Sequence[str], prefix: str = "") -> str:
-    data = {n: read_result(results_dir / f"{n}.json") for n in order if (results_dir / f"{n}.json").is_file()}
+    data = read_all(results_dir, order)
     goal_rows = [(TITLES[n].split(".")[0], g["name"], g["target"], fmt_goal_value(g), met(g), g["note"])
                  for n, d in data.items() for g in d["goals"]]
     parts = ["## Goals\n\n" + table(["#", "goal", "target", "measured", "status", "how"], goal_rows)]
@@ -299,7 +304,7 @@ def render_markdown(results_dir: Path, failed: dict[str, str], order: Sequence[s
 
 def render_goals(results_dir: Path, order: Sequence[str]) -> str:
     """The goals table alone, each row with the date and machine of its run (the top-level README's copy)."""
-    data = {n: read_result(results_dir / f"{n}.json") for n in order if (results_dir / f"{n}.json").is_file()}
+    data = read_all(results_dir, order)
     rows = []
     for name, d in data.items():
         m = d["machine"]
