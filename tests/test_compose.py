@@ -418,7 +418,8 @@ def test_two_rounds_over_tls_with_node_auth(stack: Stack) -> None:
     status = wait_finished(stack, run_id, timeout=1500, on_poll=poll)
     if first_round:
         print(f"\n[docker] first round: {first_round[0] - started:.0f} s after submit, "
-              f"{first_round[0] - stack.started:.0f} s after `compose up`; whole run {time.monotonic() - started:.0f} s")
+              f"{first_round[0] - stack.started:.0f} s after `compose up`; "
+              f"whole run {time.monotonic() - started:.0f} s")
 
     # Assert: Flower's status (`flwr run` exits 0 even on a crash), the output volume, the exporter.
     assert status == "finished:completed", stack.logs()
