@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 
 import numpy as np
@@ -17,25 +18,31 @@ from fedssl.config import RunConfig
 from fedssl.ssl import build_ssl_model
 from fedssl.ssl.base import SSLModel
 from fedssl.state import backbone_arrays, strip_prefix, to_numpy, to_torch
-from fedssl.train import collapse_check, train_local
+from fedssl.train import RoundPosition, collapse_check, train_local
 
 log = logging.getLogger(__name__)
 app = ClientApp()
 LOCAL_BACKBONE = "fedssl-local-backbone"  # this device's backbone after its last round (FedU/FedEMA)
 MERGE_STATE = "fedssl-merge"
+OPTIMIZER_STATE = "fedssl-optimizer"  # Adam's moments, kept between rounds (train.keep-optimizer-state)
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    server_round = int(msg.content[reply.CONFIG].get("server-round", 0))
-    return Message(content=train_round(msg.content[reply.ARRAYS], server_round, context), reply_to=msg)
+    config = msg.content[reply.CONFIG]
+    server_round = int(config.get("server-round", 0))
+    num_rounds = int(config.get("num-rounds", 0))
+    return Message(content=train_round(msg.content[reply.ARRAYS], server_round, context, num_rounds),
+                   reply_to=msg)
 
 
-def train_round(global_arrays: ArrayRecord, server_round: int, context: Context) -> RecordDict:
+def train_round(global_arrays: ArrayRecord, server_round: int, context: Context, num_rounds: int = 0) -> RecordDict:
     """One round on this device; returns the reply's content (backbone arrays and metrics)."""
     cfg = RunConfig.from_flat(context.run_config)
+    position = RoundPosition(max(server_round, 1), max(num_rounds or cfg.num_rounds, server_round, 1))
     torch.manual_seed(cfg.seed * 100_003 + server_round * 1009 + context.node_id % 1000)
     partition_id = float(context.node_config.get("partition-id", -1))
+    num_partitions = float(context.node_config.get("num-partitions", 0)) if partition_id >= 0 else 0.0
 
     # 1. The model: heads/targets/queues kept on this device, the backbone from the server
     #    (merged with this device's own under FedU/FedEMA).
@@ -49,10 +56,14 @@ def train_round(global_arrays: ArrayRecord, server_round: int, context: Context)
     images = node_images(cfg, context.node_config)
     if len(images) < 2:
         log.warning("skipping round %d: only %d image(s) on this device", server_round, len(images))
-        metrics = {k: 0.0 for k in reply.METRIC_KEYS} | {reply.SKIPPED: 1.0, reply.PARTITION_ID: partition_id}
+        metrics = {k: 0.0 for k in reply.METRIC_KEYS} | {reply.SKIPPED: 1.0, reply.PARTITION_ID: partition_id,
+                                                       reply.NUM_PARTITIONS: num_partitions}
     else:
         result = train_local(model, images, cfg.model, cfg.train, seed=cfg.seed + server_round,
-                             max_samples=cfg.data.max_samples)
+                             max_samples=cfg.data.max_samples, position=position,
+                             optimizer_state=_optimizer_state(context) if cfg.train.keep_optimizer_state else None)
+        if cfg.train.keep_optimizer_state:
+            _keep_optimizer_state(context, result.optimizer_state)
         context.state[LOCAL_BACKBONE] = _record(to_numpy(model.backbone.state_dict()))
         # 3. Test and benchmark switch: corrupt what is sent, as a broken device would.
         corrupt(model.backbone, str(context.node_config.get("misbehave", "")))
@@ -62,7 +73,7 @@ def train_round(global_arrays: ArrayRecord, server_round: int, context: Context)
             reply.NUM_EXAMPLES: float(result.num_examples), reply.LOSS: result.loss, reply.Z_STD: z_std,
             reply.RANKME: rankme, reply.STEPS: float(result.steps), reply.SECONDS: result.seconds,
             reply.EXAMPLES_PER_S: result.examples_per_s, reply.PEAK_MEM_MB: result.peak_mem_mb,
-            reply.SKIPPED: 0.0, reply.PARTITION_ID: partition_id,
+            reply.SKIPPED: 0.0, reply.PARTITION_ID: partition_id, reply.NUM_PARTITIONS: num_partitions,
         }
     log.info("round %d: %s %s", server_round, metrics, merge_metrics)
 
@@ -91,6 +102,20 @@ def _load_backbone(model: SSLModel, global_backbone: dict[str, torch.Tensor], cf
     merged, mu = fedema(local, global_backbone, scale)
     model.backbone.load_state_dict(merged, strict=True)
     return {"fedema-mu": mu}
+
+
+def _optimizer_state(context: Context) -> dict | None:
+    """The optimiser state this device kept after its last round, if any."""
+    record = context.state.config_records.get(OPTIMIZER_STATE)
+    if record is None:
+        return None
+    return torch.load(io.BytesIO(record["torch"]), map_location="cpu", weights_only=True)
+
+
+def _keep_optimizer_state(context: Context, state: dict | None) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    context.state[OPTIMIZER_STATE] = ConfigRecord({"torch": buffer.getvalue()})
 
 
 def _tensors(record: ArrayRecord) -> dict[str, torch.Tensor]:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fedssl.augment import AugmentationParams
 
 SSL_METHODS = ("simclr", "byol", "barlowtwins", "moco", "simsiam", "rotation")
 ENCODERS = ("smallcnn", "resnet18")
@@ -20,6 +23,10 @@ CLIENT_UPDATES = ("none", "fedu", "fedema")
 BYOL_STYLE = ("byol", "simsiam", "moco")  # methods with a predictor or momentum target
 TRANSPORT_DTYPES = ("float32", "float16")
 PROBE_TASKS = ("fashion-mnist", "digits")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine")
+AUGMENTATIONS = ("batched", "per-sample")
+READOUTS = ("pool", "spatial")
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> str:
@@ -44,6 +51,7 @@ class ModelConfig:
     in_channels: int = 1
     image_size: int = 28
     small_stem: bool = True
+    readout: str = "pool"  # smallcnn: "pool" (fc of the global average) or "spatial" (the last feature map)
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,19 @@ class TrainConfig:
     lr: float = 0.001
     weight_decay: float = 1e-5
     max_steps: int = 0  # 0: no cap; caps local steps per round on slow devices
+    optimizer: str = "adam"
+    schedule: str = "constant"  # "cosine": warmup, then cosine decay over all rounds
+    warmup_rounds: float = 0.0
+    keep_optimizer_state: bool = False  # the device keeps Adam's moments between rounds
+    augmentation: str = "per-sample"
+    crop_min_scale: float = 0.35
+    erase_p: float = 0.25
+    channels_last: bool = False
+
+    def augmentation_params(self) -> AugmentationParams:
+        from fedssl.augment import AugmentationParams
+
+        return AugmentationParams(crop_scale=(self.crop_min_scale, 1.0), erase_p=self.erase_p)
 
 
 @dataclass(frozen=True)
@@ -81,6 +102,8 @@ class EvalConfig:
     knn_t: float = 0.1
     gallery_size: int = 10000
     query_size: int = 2000
+    report_k: int = 20  # a second kNN figure reported beside knn_k (raw pixels peak near k=20)
+    linear_labels: int = 5000  # labelled gallery images the linear probe trains on
 
 
 @dataclass(frozen=True)
@@ -209,6 +232,7 @@ def _validate(cfg: RunConfig) -> RunConfig:
     _in_range("model.embedding-dim", cfg.model.embedding_dim, 2, 8192)
     _choice("model.in-channels", str(cfg.model.in_channels), ("1", "3"))
     _in_range("model.image-size", cfg.model.image_size, 8, 1024)
+    _choice("model.readout", cfg.model.readout, READOUTS)
     _choice("ssl.method", cfg.ssl.method, SSL_METHODS)
     _in_range("ssl.temperature", cfg.ssl.temperature, 1e-3, 10.0)
     _in_range("ssl.proj-dim", cfg.ssl.proj_dim, 2)
@@ -221,6 +245,12 @@ def _validate(cfg: RunConfig) -> RunConfig:
     _in_range("train.lr", cfg.train.lr, 1e-8, 10.0)
     _in_range("train.weight-decay", cfg.train.weight_decay, 0.0)
     _in_range("train.max-steps", cfg.train.max_steps, 0)
+    _choice("train.optimizer", cfg.train.optimizer, OPTIMIZERS)
+    _choice("train.schedule", cfg.train.schedule, SCHEDULES)
+    _in_range("train.warmup-rounds", cfg.train.warmup_rounds, 0.0, float(cfg.num_rounds))
+    _choice("train.augmentation", cfg.train.augmentation, AUGMENTATIONS)
+    _in_range("train.crop-min-scale", cfg.train.crop_min_scale, 0.01, 1.0)
+    _in_range("train.erase-p", cfg.train.erase_p, 0.0, 1.0)
     _choice("data.partition", cfg.data.partition, PARTITIONS)
     _in_range("data.alpha", cfg.data.alpha, 1e-4)
     _in_range("data.classes-per-client", cfg.data.classes_per_client, 1, 10)
@@ -233,6 +263,8 @@ def _validate(cfg: RunConfig) -> RunConfig:
     _in_range("eval.knn-t", cfg.eval.knn_t, 1e-4)
     _in_range("eval.gallery-size", cfg.eval.gallery_size, 10)
     _in_range("eval.query-size", cfg.eval.query_size, 10)
+    _in_range("eval.report-k", cfg.eval.report_k, 1)
+    _in_range("eval.linear-labels", cfg.eval.linear_labels, 10)
     _choice("aggregation.rule", cfg.aggregation.rule, AGGREGATIONS)
     _in_range("aggregation.alpha", cfg.aggregation.alpha, 0.0, 1.0)
     _in_range("aggregation.beta", cfg.aggregation.beta, 0.0, 1.0)

@@ -1,7 +1,9 @@
 """Held-out probe tasks evaluated on the server after every round (the FASSL idea).
 
-Each task is a gallery and a query set with labels; the score is weighted kNN
-top-1 of the backbone's embeddings. Baselines on raw pixels and on a randomly
+Each task is a gallery and a query set with labels. The score that picks models is weighted
+kNN top-1 of the backbone's embeddings at ``eval.knn-k``; kNN at ``eval.report-k`` and a linear
+probe (logistic regression on frozen, standardised embeddings of ``eval.linear-labels``
+labelled gallery images) are reported beside it. Baselines on raw pixels and on a randomly
 initialised encoder give every figure its reference.
 """
 
@@ -62,29 +64,96 @@ def load_probe_tasks(cfg: EvalConfig, image_size: int, seed: int = 0) -> list[Pr
     return tasks
 
 
+@dataclass(frozen=True)
+class ProbeScores:
+    """Per task: kNN top-1 at ``eval.knn-k`` (the selection score), at ``eval.report-k``, linear probe."""
+
+    knn: dict[str, float]
+    knn_report: dict[str, float]
+    linear: dict[str, float]
+
+    def as_dict(self) -> dict[str, dict[str, float]]:
+        return {"knn": self.knn, "knn_report": self.knn_report, "linear": self.linear}
+
+
 def evaluate_backbone(backbone: nn.Module, tasks: list[ProbeTask], model_cfg: ModelConfig,
                       cfg: EvalConfig) -> dict[str, float]:
     """kNN top-1 per task: ``{task_name: accuracy}``."""
+    return probe_backbone(backbone, tasks, model_cfg, cfg, linear=False).knn
+
+
+def probe_backbone(backbone: nn.Module, tasks: list[ProbeTask], model_cfg: ModelConfig, cfg: EvalConfig,
+                   linear: bool = True) -> ProbeScores:
+    """Every probe score of a backbone's embeddings on every task."""
     mean, std = normalization(model_cfg.in_channels)
-    scores = {}
+    embeddings = {}
     for task in tasks:
-        g = embed(backbone, task.gallery, mean, std, model_cfg.in_channels)
-        q = embed(backbone, task.queries, mean, std, model_cfg.in_channels)
-        scores[task.name] = centred_knn_top1(g, q, task, cfg)
-    return scores
+        embeddings[task.name] = (embed(backbone, task.gallery, mean, std, model_cfg.in_channels),
+                                 embed(backbone, task.queries, mean, std, model_cfg.in_channels))
+    return _scores(embeddings, tasks, cfg, linear)
 
 
 def evaluate_pixels(tasks: list[ProbeTask], cfg: EvalConfig) -> dict[str, float]:
-    """The raw-pixel baseline: kNN on flattened, mean-centred pixels."""
-    scores = {}
+    """The raw-pixel baseline's kNN top-1 per task."""
+    return probe_pixels(tasks, cfg, linear=False).knn
+
+
+def probe_pixels(tasks: list[ProbeTask], cfg: EvalConfig, linear: bool = True) -> ProbeScores:
+    """The raw-pixel baseline: the same probes on flattened pixels in [0, 1]."""
+    embeddings = {}
     for task in tasks:
-        g = torch.from_numpy(task.gallery.reshape(len(task.gallery), -1)).float() / 255
-        q = torch.from_numpy(task.queries.reshape(len(task.queries), -1)).float() / 255
-        scores[task.name] = centred_knn_top1(g, q, task, cfg)
-    return scores
+        embeddings[task.name] = (torch.from_numpy(task.gallery.reshape(len(task.gallery), -1)).float() / 255,
+                                 torch.from_numpy(task.queries.reshape(len(task.queries), -1)).float() / 255)
+    return _scores(embeddings, tasks, cfg, linear)
 
 
-def centred_knn_top1(gallery: torch.Tensor, queries: torch.Tensor, task: ProbeTask, cfg: EvalConfig) -> float:
+def _scores(embeddings: dict[str, tuple[torch.Tensor, torch.Tensor]], tasks: list[ProbeTask], cfg: EvalConfig,
+            linear: bool) -> ProbeScores:
+    knn, report, lin = {}, {}, {}
+    for task in tasks:
+        g, q = embeddings[task.name]
+        knn[task.name] = centred_knn_top1(g, q, task, cfg)
+        report[task.name] = centred_knn_top1(g, q, task, cfg, k=cfg.report_k)
+        if linear:
+            lin[task.name] = linear_probe_top1(g, q, task, cfg.linear_labels)
+    return ProbeScores(knn, report, lin)
+
+
+def linear_probe_top1(gallery: torch.Tensor, queries: torch.Tensor, task: ProbeTask, num_labels: int,
+                      weight_decay: float = 1e-4, seed: int = 0) -> float:
+    """Top-1 of a multinomial logistic regression trained on ``num_labels`` labelled gallery embeddings.
+
+    Features are standardised with the training set's statistics; full-batch L-BFGS, so the
+    result depends only on the data (no learning rate to tune).
+    Shape: gallery (G, dim), queries (Q, dim) -> accuracy on the queries
+    """
+    rng = np.random.default_rng(seed)
+    train = np.sort(rng.choice(len(gallery), min(num_labels, len(gallery)), replace=False))
+    x, y = gallery[train].float(), torch.from_numpy(task.gallery_labels[train]).long()
+    centre, scale = x.mean(0, keepdim=True), x.std(0, keepdim=True) + 1e-6
+    x = (x - centre) / scale
+    num_classes = int(max(task.gallery_labels.max(), task.query_labels.max())) + 1
+    layer = nn.Linear(x.shape[1], num_classes)
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    optimizer = torch.optim.LBFGS(layer.parameters(), lr=1.0, max_iter=200, history_size=20,
+                                  line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(layer(x), y) + weight_decay * layer.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    with torch.no_grad():
+        predictions = layer((queries.float() - centre) / scale).argmax(1)
+    return float((predictions == torch.from_numpy(task.query_labels).long()).float().mean())
+
+
+def centred_knn_top1(gallery: torch.Tensor, queries: torch.Tensor, task: ProbeTask, cfg: EvalConfig,
+                     k: int | None = None) -> float:
     """Weighted kNN top-1 after centring both sets on the gallery mean.
 
     Cosine kNN on uncentred vectors is dominated by what every image shares (background,
@@ -93,4 +162,4 @@ def centred_knn_top1(gallery: torch.Tensor, queries: torch.Tensor, task: ProbeTa
     """
     centre = gallery.mean(0, keepdim=True)
     return knn_top1(gallery - centre, torch.from_numpy(task.gallery_labels), queries - centre,
-                    torch.from_numpy(task.query_labels), cfg.knn_k, cfg.knn_t)
+                    torch.from_numpy(task.query_labels), k or cfg.knn_k, cfg.knn_t)

@@ -18,8 +18,9 @@ EXAMPLES_PER_S = "examples-per-s"
 PEAK_MEM_MB = "peak-mem-mb"
 SKIPPED = "skipped"  # 1.0 when the client had too little data to train
 PARTITION_ID = "partition-id"
+NUM_PARTITIONS = "num-partitions"  # of a simulated shard; 0 for a device with its own data
 
 METRIC_KEYS = (NUM_EXAMPLES, LOSS, Z_STD, RANKME, STEPS, SECONDS, EXAMPLES_PER_S, PEAK_MEM_MB, SKIPPED,
-               PARTITION_ID)
+               PARTITION_ID, NUM_PARTITIONS)
 
 LOCAL_STATE = "fedssl-local"  # context.state key of the heads/targets/queues kept on the device

@@ -14,15 +14,23 @@ def latest_run(outputs: Path, since: float = 0.0) -> Path | None:
 
 
 def summarize(metrics: dict) -> str:
+    """The final round beside every baseline: kNN at the selection k, kNN at the report k, linear probe."""
     lines = [f"run {metrics['run_id']}: {metrics['status']}, {len(metrics['rounds'])} rounds"]
     tasks = sorted({t for r in metrics["rounds"] for t in r.get("knn", {})})
-    final = metrics["rounds"][-1]["knn"] if metrics["rounds"] else {}
-    lines.append(f"{'kNN top-1':<14}" + "".join(f"{t:>16}" for t in tasks))
-    rows = [("federated", final), *metrics["baselines"].items()]
+    config = metrics.get("config", {})
+    k, report_k = config.get("eval.knn-k", "k"), config.get("eval.report-k", "k")
+    final = metrics["rounds"][-1] if metrics["rounds"] else {}
+    rows = [("federated", {"knn": final.get("knn", {}), "knn_report": final.get("knn_report", {}),
+                           "linear": final.get("linear", {})})]
+    probes = metrics.get("baseline_probes", {})
+    rows += [(name, probes.get(name, {"knn": scores})) for name, scores in metrics["baselines"].items()]
+    columns = [("knn", f"kNN@{k}"), ("knn_report", f"kNN@{report_k}"), ("linear", "linear")]
+    lines.append(f"{'':<14}" + "".join(f"{f'{t} {label}':>26}" for t in tasks for _, label in columns))
     for name, scores in rows:
-        lines.append(f"{name:<14}" + "".join(f"{scores.get(t, float('nan')):>16.4f}" for t in tasks))
+        lines.append(f"{name:<14}" + "".join(f"{scores.get(probe, {}).get(t, float('nan')):>26.4f}"
+                                              for t in tasks for probe, _ in columns))
     for task, best in metrics.get("best", {}).items():
-        lines.append(f"best {task}: {best['score']:.4f} at round {best['round']}")
+        lines.append(f"best {task}: {best['score']:.4f} at round {best['round']} (best/{task}.pt)")
     return "\n".join(lines)
 
 

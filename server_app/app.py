@@ -70,6 +70,7 @@ def main(grid: Grid, context: Context) -> None:
         )
     outputs.finish(strategy.global_arrays)
     log(INFO, "[fedssl] finished: %s", outputs.root / "encoder.pt")
+    log(INFO, "[fedssl] best model per task (best/<task>.pt) from %s", outputs.best_summary())
 
 
 def _observers(cfg: RunConfig, strategy: FedSSL, run_id: int) -> list:

@@ -17,6 +17,7 @@ import torch
 from fedssl.atomic import atomic_write_json
 from fedssl.checkpoint import atomic_torch_save, save_encoder
 from fedssl.config import RunConfig
+from fedssl.plot import plot_knn
 from fedssl.state import strip_prefix, to_torch
 
 CHECKPOINT = "checkpoint.pt"
@@ -31,7 +32,7 @@ class RunOutputs:
         self.cfg = cfg
         self.metrics: dict[str, Any] = {
             "run_id": run_id, "status": "running", "started": time.time(), "config": cfg.to_flat(),
-            "baselines": {}, "rounds": [], "best": {},
+            "baselines": {}, "baseline_probes": {}, "rounds": [], "best": {},
         }
 
     # --- resume -------------------------------------------------------------
@@ -49,11 +50,18 @@ class RunOutputs:
         except Exception as exc:
             raise ValueError(f"cannot resume: {path} is unreadable ({exc})") from exc
         self.metrics.update({k: ckpt["metrics"][k] for k in ("baselines", "rounds", "best", "run_id", "started")})
+        self.metrics["baseline_probes"] = ckpt["metrics"].get("baseline_probes", {})
         self.metrics["status"] = "running"
         self.metrics.setdefault("resumed_at_round", []).append(ckpt["round"])
         return ckpt
 
     # --- per round ----------------------------------------------------------
+    def record_initial(self, arrays: dict[str, np.ndarray], scores: dict[str, float]) -> None:
+        """Round 0: the initial encoder becomes every task's best model until a round beats it."""
+        for task, score in scores.items():
+            self.metrics["best"][task] = {"round": 0, "score": score}
+            self.save_encoder(self.root / "best" / f"{task}.pt", arrays, round=0, task=task, knn_top1=score)
+
     def record_round(self, entry: dict[str, Any], arrays: dict[str, np.ndarray],
                      extra_state: dict[str, Any]) -> list[str]:
         """Append a round, update best-per-task, write checkpoint and metrics; returns improved tasks."""
@@ -87,33 +95,7 @@ class RunOutputs:
         self.write_metrics()
         plot_knn(self.metrics, self.root / "knn.png")
 
-
-def plot_knn(metrics: dict[str, Any], path: Path) -> None:
-    """kNN top-1 per round and task, with the raw-pixel and random-init baselines dashed."""
-    import matplotlib
-    import matplotlib.ticker
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    rounds = [r["round"] for r in metrics["rounds"]]
-    for i, task in enumerate(sorted({t for r in metrics["rounds"] for t in r.get("knn", {})})):
-        color = f"C{i}"
-        ax.plot(rounds, [r["knn"].get(task, np.nan) for r in metrics["rounds"]], "o-", color=color,
-                label=f"{task} (federated)")
-        for style, name in ((":", "raw-pixels"), ("--", "random-init")):
-            value = metrics["baselines"].get(name, {}).get(task)
-            if value is not None:
-                ax.axhline(value, linestyle=style, color=color, alpha=0.6, label=f"{task} ({name})")
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.set_xlabel("round")
-    ax.set_ylabel("kNN top-1")
-    ax.set_title(f"run {metrics['run_id']}")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    def best_summary(self) -> str:
+        """One line: which round each task's shipped model (``best/<task>.pt``) comes from."""
+        return "  ".join(f"{task}: round {best['round']} ({best['score']:.4f})"
+                         for task, best in self.metrics["best"].items())
