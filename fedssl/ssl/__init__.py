@@ -20,7 +20,7 @@ def build_ssl_model(ssl: SSLConfig, model: ModelConfig, backbone: nn.Module | No
         ValueError: for an unknown method.
     """
     backbone = backbone if backbone is not None else build_encoder(model)
-    d, h, p = model.embedding_dim, ssl.hidden_dim, ssl.proj_dim
+    d, h, p = getattr(backbone, "ssl_dim", model.embedding_dim), ssl.hidden_dim, ssl.proj_dim
     if ssl.method == "simclr":
         return SimCLR(backbone, d, h, p, ssl.temperature)
     if ssl.method == "byol":
