@@ -41,7 +41,7 @@ from bench.results import goal
 NAME = "aggregation"
 RESULT_KEYS = ("model", "update_mb", "bandwidth_gbps", "cases")
 RESNET18 = {"model.encoder": "resnet18", "model.in-channels": 3, "model.image-size": 32,
-            "model.embedding-dim": 512, "model.small-stem": True}
+            "model.embedding-dim": 512, "model.small-stem": True, "model.readout": "pool"}
 FULL = {"clients": (10, 100, 1000), "pool": 12, "list": (10, 100), "strategy": (10, 20), "median": (10,),
         "bandwidth_mb": 512}
 QUICK = {"clients": (10,), "pool": 2, "list": (10,), "strategy": (10,), "median": (), "bandwidth_mb": 128}

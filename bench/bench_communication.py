@@ -30,7 +30,7 @@ CLIENTS = 10
 ENCODERS = {
     "smallcnn": {"model.encoder": "smallcnn"},
     "resnet18": {"model.encoder": "resnet18", "model.in-channels": 3, "model.image-size": 32,
-                 "model.embedding-dim": 512, "model.small-stem": True},
+                 "model.embedding-dim": 512, "model.small-stem": True, "model.readout": "pool"},
 }
 
 

@@ -23,7 +23,8 @@ def collapse_encoder(backbone: nn.Module) -> None:
     """
     norms = [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     for bn in norms:
-        bn.bias.fill_(-10.0)
+        if bn.bias is not None:  # a standardising BatchNorm has no shift of its own
+            bn.bias.fill_(-10.0)
     if not norms:
         for p in backbone.parameters():
             p.zero_()

@@ -47,11 +47,11 @@ class ModelConfig:
     """Which encoder to build; also saved in checkpoints so export needs nothing else."""
 
     encoder: str = "smallcnn"
-    embedding_dim: int = 128
+    embedding_dim: int = 1152
     in_channels: int = 1
     image_size: int = 28
     small_stem: bool = True
-    readout: str = "pool"  # smallcnn: "pool" (fc of block 4's global average) or "block3" (see SmallCNN)
+    readout: str = "block3"  # smallcnn: "pool" (fc of block 4's global average) or "block3" (see SmallCNN)
 
 
 @dataclass(frozen=True)
@@ -69,17 +69,17 @@ class SSLConfig:
 class TrainConfig:
     local_epochs: int = 1
     batch_size: int = 128
-    lr: float = 0.001
+    lr: float = 0.002
     weight_decay: float = 1e-5
-    max_steps: int = 0  # 0: no cap; caps local steps per round on slow devices
+    max_steps: int = 50  # 0: no cap; caps local steps per round on slow devices
     optimizer: str = "adam"
-    schedule: str = "constant"  # "cosine": warmup, then cosine decay over all rounds
-    warmup_rounds: float = 0.0
-    keep_optimizer_state: bool = False  # the device keeps Adam's moments between rounds
-    augmentation: str = "per-sample"
-    crop_min_scale: float = 0.35
-    erase_p: float = 0.25
-    channels_last: bool = False
+    schedule: str = "cosine"  # "cosine": warmup, then cosine decay over all rounds
+    warmup_rounds: float = 1.0
+    keep_optimizer_state: bool = True  # the device keeps Adam's moments between rounds
+    augmentation: str = "batched"
+    crop_min_scale: float = 0.6
+    erase_p: float = 0.0
+    channels_last: bool = True
 
     def augmentation_params(self) -> AugmentationParams:
         from fedssl.augment import AugmentationParams
@@ -92,7 +92,7 @@ class DataConfig:
     partition: str = "dirichlet"
     alpha: float = 0.5
     classes_per_client: int = 2
-    max_samples: int = 4000  # per round; 0: all of a client's samples
+    max_samples: int = 6400  # per round; 0: all of a client's samples
 
 
 @dataclass(frozen=True)
@@ -125,8 +125,8 @@ class FilterConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    num_rounds: int = 5
-    fraction_train: float = 1.0
+    num_rounds: int = 12
+    fraction_train: float = 0.2
     min_train_nodes: int = 2
     round_timeout: float = 900.0  # seconds to wait for replies; a vanished node costs at most this
     seed: int = 0
@@ -239,7 +239,9 @@ def _validate(cfg: RunConfig) -> RunConfig:
             raise ValueError(f"run config 'model.embedding-dim' = {cfg.model.embedding_dim} does not match "
                              f"'model.readout' = 'block3' at image size {cfg.model.image_size}: it must be {expected}")
     elif cfg.model.readout != "pool":
-        raise ValueError(f"run config 'model.readout' = {cfg.model.readout!r} applies to 'smallcnn' only")
+        raise ValueError(f"run config 'model.readout' = {cfg.model.readout!r} applies to 'smallcnn' only; "
+                         f"with 'model.encoder' = {cfg.model.encoder!r} set model.readout='pool' and "
+                         "model.embedding-dim (e.g. 512)")
     _choice("ssl.method", cfg.ssl.method, SSL_METHODS)
     _in_range("ssl.temperature", cfg.ssl.temperature, 1e-3, 10.0)
     _in_range("ssl.proj-dim", cfg.ssl.proj_dim, 2)
