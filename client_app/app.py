@@ -13,8 +13,8 @@ from flwr.clientapp import ClientApp
 from client_app.data import node_images
 from client_app.misbehave import corrupt
 from fedssl import reply
-from fedssl.client_update import fedema, fedema_scale, fedu
 from fedssl.config import RunConfig
+from fedssl.device_merge import fedema, fedema_scale, fedu
 from fedssl.ssl import build_ssl_model
 from fedssl.ssl.base import SSLModel
 from fedssl.state import backbone_arrays, strip_prefix, to_numpy, to_torch

@@ -6,6 +6,7 @@ raw-pixel and random-init baselines) and after every round.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -19,8 +20,6 @@ from fedssl.probe import ProbeScores, ProbeTask, probe_backbone, probe_pixels
 from fedssl.state import strip_prefix, to_torch
 from server_app.outputs import RunOutputs
 from server_app.strategy import FedSSL
-
-INFO = 20
 
 
 class RoundEvaluator:
@@ -54,7 +53,7 @@ class RoundEvaluator:
             entry["linear"] = probes.linear
         improved = self.outputs.record_round(entry, np_arrays, self.strategy.state())
         knn = "  ".join(f"{t}={s:.4f}{'*' if t in improved else ''}" for t, s in scores.items())
-        log(INFO, "[fedssl] round %d/%d  loss=%.4f  clients %d/%d accepted (%d excluded, %d failed)  "
+        log(logging.INFO, "[fedssl] round %d/%d  loss=%.4f  clients %d/%d accepted (%d excluded, %d failed)  "
             "kNN %s  %.1fs", entry["round"], self.cfg.num_rounds, entry["loss"], entry["accepted"],
             entry["sampled"], len(entry["excluded"]), entry["failed"], knn, entry["seconds"])
         for observer in self.observers:
@@ -73,5 +72,6 @@ class RoundEvaluator:
             self.outputs.record_initial(initial, random_init.knn)
             self.outputs.write_metrics()
         for name, scores in baselines.items():
-            log(INFO, "[fedssl] baseline %-11s kNN %s", name, "  ".join(f"{t}={s:.4f}" for t, s in scores.items()))
+            log(logging.INFO, "[fedssl] baseline %-11s kNN %s", name,
+                "  ".join(f"{t}={s:.4f}" for t, s in scores.items()))
         return MetricRecord({f"{n}-{t}": s for n, sc in baselines.items() for t, s in sc.items()})

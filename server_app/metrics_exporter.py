@@ -9,6 +9,7 @@ label capped at ``max_devices`` distinct values. Every name starts with
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -22,9 +23,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from fedssl import reply
 from fedssl.config import RunConfig
-from server_app.updates import REASONS
+from server_app.screening import REASONS
 
-INFO, WARNING = 20, 30
 ADDR_ENV, LINGER_ENV, MAX_DEVICES_ENV = "FEDSSL_METRICS_ADDR", "FEDSSL_METRICS_LINGER_S", "FEDSSL_METRICS_MAX_DEVICES"
 DEFAULT_ADDR, DEFAULT_LINGER_S, DEFAULT_MAX_DEVICES = "0.0.0.0", 30.0, 64
 BIND_RETRY_S = 60.0  # the previous run's ServerApp may still hold the port for a few seconds
@@ -243,17 +243,18 @@ class MetricsExporter:
             while not self._closed.is_set():
                 try:
                     self._server, _ = start_http_server(port, addr, registry=self.registry)
-                    log(INFO, "[fedssl] Prometheus metrics on http://%s:%d/metrics", addr, port)
+                    log(logging.INFO, "[fedssl] Prometheus metrics on http://%s:%d/metrics", addr, port)
                     return
                 except OSError as exc:
                     if time.monotonic() > retry_until:
-                        log(WARNING, "[fedssl] no metrics for this run: cannot listen on %s:%d (%s)", addr, port, exc)
+                        log(logging.WARNING, "[fedssl] no metrics for this run: cannot listen on %s:%d (%s)",
+                            addr, port, exc)
                         return
                 self._closed.wait(1.0)
 
         try:
             self._server, _ = start_http_server(port, addr, registry=self.registry)
-            log(INFO, "[fedssl] Prometheus metrics on http://%s:%d/metrics", addr, port)
+            log(logging.INFO, "[fedssl] Prometheus metrics on http://%s:%d/metrics", addr, port)
         except OSError:
             threading.Thread(target=bind, args=(time.monotonic() + BIND_RETRY_S,), daemon=True,
                              name="fedssl-metrics-bind").start()

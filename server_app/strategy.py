@@ -6,6 +6,7 @@ overridden; Flower's ``start()`` drives the rounds.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -19,18 +20,16 @@ from flwr.serverapp.strategy import FedAvg
 from fedssl import reply
 from fedssl.config import RunConfig
 from server_app.aggregation import build_rule
-from server_app.filtering import check_collapse
-from server_app.updates import (
+from server_app.screening import (
     SKIPPED,
     ClientUpdate,
     DecodedOnAccess,
     RejectedUpdate,
+    check_collapse,
     check_metrics,
     check_norms,
     check_structure,
 )
-
-WARNING = 30
 
 
 class FedSSL(FedAvg):
@@ -70,7 +69,7 @@ class FedSSL(FedAvg):
                 [u.loss for u in accepted], self.global_arrays)
             new_arrays = ArrayRecord(array_dict={k: Array(v) for k, v in self.global_arrays.items()})
         else:
-            log(WARNING, "round %s: every reply was excluded; the global model stays as it was",
+            log(logging.WARNING, "round %s: every reply was excluded; the global model stays as it was",
                 self.round_entry.get("round"))
         total = sum(u.num_examples for u in accepted)
         loss = sum(u.loss * u.num_examples for u in accepted) / total if total else float("nan")
@@ -105,7 +104,7 @@ class FedSSL(FedAvg):
                 excluded.append(_exclusion(update.node_id, update.metrics, outliers[update.node_id]))
         accepted = [u for u in candidates if u.node_id not in outliers]
         for entry in excluded:
-            log(WARNING, "round %s: excluded node %s (%s): %s", self.round_entry.get("round"),
+            log(logging.WARNING, "round %s: excluded node %s (%s): %s", self.round_entry.get("round"),
                 entry["node_id"], entry["reason"], entry["detail"])
         return accepted, excluded, clients
 

@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fedssl.config import RunConfig
 from server_app.metrics_exporter import MetricsExporter, global_norm
-from server_app.updates import REASONS
+from server_app.screening import REASONS
 
 MONITORING = REPO / "docker" / "monitoring"
 PROMETHEUS_YML = MONITORING / "prometheus" / "prometheus.yml"

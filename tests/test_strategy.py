@@ -14,8 +14,8 @@ from flwr.app import Array, ArrayRecord, Message, Metadata, MetricRecord, Record
 
 from fedssl import reply
 from fedssl.config import RunConfig
+from server_app.screening import DecodedOnAccess
 from server_app.strategy import FedSSL
-from server_app.updates import DecodedOnAccess
 
 GLOBAL = {"backbone.w": np.zeros((4, 3), np.float32), "backbone.bn.num_batches_tracked": np.array(5, np.int64)}
 
