@@ -28,11 +28,12 @@ import torch
 
 from bench.results import goal
 from bench.simulation import REPO, LocalSimulation, load_metrics
-from fedssl.config import AGGREGATIONS, RunConfig
+from fedssl.config import RunConfig
 from fedssl.data.fashion_mnist import load_fashion_mnist
 from fedssl.probe import evaluate_backbone, evaluate_pixels, load_probe_tasks
 from fedssl.ssl import build_ssl_model
 from fedssl.train import train_local
+from server_app.aggregation import RULES
 
 sys.path.insert(0, str(REPO / "tests"))
 from federation import LocalDeployment  # noqa: E402
@@ -44,7 +45,7 @@ TASK = "fashion-mnist"
 # ran at load 20-30 when the suite was first run; see bench/README.md).
 FULL = {"nodes": 10, "rounds": 4, "samples": 192, "batch": 64, "gallery": 5000, "query": 1000,
         "methods": ("simclr", "byol", "barlowtwins"), "splits": ("iid", "dir0.5", "dir0.1"),
-        "rules": AGGREGATIONS, "rules_split": "dir0.1", "collapse_split": "dir0.5", "collapsed": (3, 7),
+        "rules": RULES.names(), "rules_split": "dir0.1", "collapse_split": "dir0.5", "collapsed": (3, 7),
         "filters": (True, False)}
 QUICK = {"nodes": 5, "rounds": 1, "samples": 64, "batch": 32, "gallery": 500, "query": 200,
          "methods": ("simclr",), "splits": ("dir0.5",), "rules": ("fedavg",), "rules_split": "dir0.5",

@@ -6,10 +6,13 @@ Each maps images ``(batch, channels, size, size)`` to embeddings
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor, nn
 
 from fedssl._torchvision import torchvision
 from fedssl.config import ModelConfig
+from fedssl.registry import Registry
 
 
 def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
@@ -67,14 +70,17 @@ class ResNet18Encoder(nn.Module):
         return self.net(x)  # (batch, embedding_dim)
 
 
+# builder(model config) -> backbone mapping (batch, channels, size, size) to (batch, embedding_dim)
+EncoderBuilder = Callable[[ModelConfig], nn.Module]
+ENCODERS: Registry[EncoderBuilder] = Registry("model.encoder")
+ENCODERS.add("smallcnn", lambda cfg: SmallCNN(cfg.in_channels, cfg.embedding_dim, readout=cfg.readout))
+ENCODERS.add("resnet18", lambda cfg: ResNet18Encoder(cfg.in_channels, cfg.embedding_dim, cfg.small_stem))
+
+
 def build_encoder(cfg: ModelConfig) -> nn.Module:
     """Build the backbone named by ``cfg.encoder``.
 
     Raises:
-        ValueError: for an unknown encoder name.
+        ValueError: for an unknown encoder name (the message lists ``ENCODERS``).
     """
-    if cfg.encoder == "smallcnn":
-        return SmallCNN(cfg.in_channels, cfg.embedding_dim, readout=cfg.readout)
-    if cfg.encoder == "resnet18":
-        return ResNet18Encoder(cfg.in_channels, cfg.embedding_dim, cfg.small_stem)
-    raise ValueError(f"model.encoder = {cfg.encoder!r} is not one of ['smallcnn', 'resnet18']")
+    return ENCODERS.get(cfg.encoder)(cfg)
