@@ -28,9 +28,11 @@ import torch
 
 from bench.results import goal
 from bench.simulation import REPO, LocalSimulation, load_metrics
+from fedssl import reply
 from fedssl.config import RunConfig
 from fedssl.data.fashion_mnist import load_fashion_mnist
 from fedssl.probe import evaluate_backbone, evaluate_pixels, load_probe_tasks
+from fedssl.round_record import RoundRecord
 from fedssl.ssl import build_ssl_model
 from fedssl.train import train_local
 from server_app.aggregation import RULES
@@ -83,14 +85,14 @@ def centralized(size: dict[str, Any], method: str) -> dict[str, Any]:
 
 
 def from_metrics(metrics: dict[str, Any], **row: Any) -> dict[str, Any]:
-    rounds = metrics["rounds"]
-    per_round = [r["knn"][TASK] for r in rounds]
-    return {**row, "images_seen": int(sum(c.get("num-examples", 0) for r in rounds for c in r["clients"])),
+    rounds = [RoundRecord.from_dict(r) for r in metrics["rounds"]]
+    per_round = [r.knn[TASK] for r in rounds]
+    return {**row, "images_seen": int(sum(c.get(reply.NUM_EXAMPLES, 0) for r in rounds for c in r.clients)),
             "knn": per_round[-1], "knn_per_round": per_round, "knn_best": max(per_round),
-            "excluded": sum(len(r["excluded"]) for r in rounds),
-            "excluded_reasons": sorted({e["reason"] for r in rounds for e in r["excluded"]}),
-            "excluded_by_reason": dict(Counter(e["reason"] for r in rounds for e in r["excluded"])),
-            "accepted_per_round": [r["accepted"] for r in rounds],
+            "excluded": sum(len(r.excluded) for r in rounds),
+            "excluded_reasons": sorted({e.reason for r in rounds for e in r.excluded}),
+            "excluded_by_reason": dict(Counter(e.reason for r in rounds for e in r.excluded)),
+            "accepted_per_round": [r.accepted for r in rounds],
             "baselines": {k: v[TASK] for k, v in metrics["baselines"].items()}}
 
 

@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from fedssl.round_record import RoundRecord
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 from federation import LocalDeployment  # noqa: E402
@@ -33,12 +35,12 @@ def run(name: str, collapsed: tuple[int, ...], filter_on: bool, run_config: dict
         screening = {} if filter_on else {"filter.enabled": False, "filter.max-norm-ratio": 1e9}
         run_dir = fed.run({**run_config, **screening}, timeout=3600)
         metrics = json.loads((run_dir / "metrics.json").read_text())
-    rounds = metrics["rounds"]
+    rounds = [RoundRecord.from_dict(r) for r in metrics["rounds"]]
     return {
         "name": name, "collapsed_partitions": list(collapsed), "filter": filter_on,
-        "knn_fashion_mnist": rounds[-1]["knn"]["fashion-mnist"],
-        "knn_per_round": [r["knn"]["fashion-mnist"] for r in rounds],
-        "excluded_per_round": [sorted((int(e["partition_id"]), e["reason"]) for e in r["excluded"]) for r in rounds],
+        "knn_fashion_mnist": rounds[-1].knn["fashion-mnist"],
+        "knn_per_round": [r.knn["fashion-mnist"] for r in rounds],
+        "excluded_per_round": [sorted((int(e.partition_id), e.reason) for e in r.excluded) for r in rounds],
         "baselines": metrics["baselines"], "wall_seconds": time.monotonic() - started,
     }
 

@@ -9,6 +9,7 @@ import torch
 from federation import TINY_RUN, LocalDeployment
 
 from fedssl.checkpoint import load_encoder
+from fedssl.round_record import SCHEMA_VERSION
 
 pytestmark = pytest.mark.federation
 
@@ -26,7 +27,7 @@ def first_run(three_nodes):
 
 def test_two_rounds_with_three_clients_write_every_output(first_run):
     metrics = json.loads((first_run / "metrics.json").read_text())
-    assert metrics["status"] == "completed"
+    assert metrics["status"] == "completed" and metrics["schema_version"] == SCHEMA_VERSION
     assert [r["round"] for r in metrics["rounds"]] == [1, 2]
     for r in metrics["rounds"]:
         assert (r["sampled"], r["replied"], r["accepted"], r["failed"]) == (3, 3, 3, 0)
