@@ -13,8 +13,10 @@ In ``metrics.json`` each round is :meth:`RoundRecord.to_dict` under ``rounds``; 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
@@ -88,3 +90,13 @@ class RoundRecord:
         kwargs["excluded"] = tuple(Exclusion(**e) for e in data.get("excluded", ()))
         kwargs["clients"] = tuple(dict(c) for c in data.get("clients", ()))
         return cls(**kwargs)
+
+
+def read_metrics(run_dir: Path) -> tuple[dict[str, Any], list[RoundRecord]]:
+    """A run's ``metrics.json`` and its rounds as records.
+
+    Raises:
+        FileNotFoundError: if the run wrote no ``metrics.json``.
+    """
+    metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    return metrics, [RoundRecord.from_dict(r) for r in metrics["rounds"]]

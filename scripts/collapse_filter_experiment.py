@@ -3,23 +3,20 @@
 Three real federations (flower-superlink + 10 flower-supernode processes, `flwr run`):
 clean; 2 of 10 clients collapsed with the filter on; the same with the filter off.
 Writes bench/results/collapse_filter.json and prints a Markdown table.
-Usage: .venv/bin/python scripts/collapse_filter_experiment.py [--rounds 3] [--max-samples 1500]
+Usage: .venv/bin/python -m scripts.collapse_filter_experiment [--rounds 3] [--max-samples 1500]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from fedssl.round_record import RoundRecord
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-from federation import LocalDeployment  # noqa: E402
+from fedssl.round_record import read_metrics
+from launcher.deployment import LocalDeployment
+from launcher.flwr_cli import REPO
 
 NODES = 10
 COLLAPSED = (3, 7)
@@ -34,8 +31,7 @@ def run(name: str, collapsed: tuple[int, ...], filter_on: bool, run_config: dict
         # a collapsed encoder's large constant output); key/shape/NaN validation always stays on.
         screening = {} if filter_on else {"filter.enabled": False, "filter.max-norm-ratio": 1e9}
         run_dir = fed.run({**run_config, **screening}, timeout=3600)
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-    rounds = [RoundRecord.from_dict(r) for r in metrics["rounds"]]
+        metrics, rounds = read_metrics(run_dir)
     return {
         "name": name, "collapsed_partitions": list(collapsed), "filter": filter_on,
         "knn_fashion_mnist": rounds[-1].knn["fashion-mnist"],

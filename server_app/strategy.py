@@ -77,8 +77,8 @@ class FedSSL(FedAvg):
         total = sum(u.num_examples for u in accepted)
         loss = sum(u.loss * u.num_examples for u in accepted) / total if total else float("nan")
         self._last = replace(
-            self._sampling, round=server_round + self.round_offset, replied=len(valid), failed=len(failed), accepted=len(accepted), excluded=tuple(excluded),
-            loss=loss, num_examples=total, clients=tuple(clients),
+            self._sampling, round=server_round + self.round_offset, replied=len(valid), failed=len(failed),
+            accepted=len(accepted), excluded=tuple(excluded), loss=loss, num_examples=total, clients=tuple(clients),
             bytes_received=int(sum(m.content[reply.ARRAYS].count_bytes() for m in valid
                                    if reply.ARRAYS in m.content.array_records)),
             aggregation_seconds=time.perf_counter() - started,

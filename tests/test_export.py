@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from federation import TINY_RUN, LocalDeployment
 from PIL import Image
 
 from export.metadata import EncoderMetadata, sha256_file
@@ -23,6 +22,8 @@ from export.retrieve.images import FASHION_MNIST_CLASSES
 from export.retrieve.search import top1_label_agreement
 from fedssl.checkpoint import load_encoder
 from fedssl.data.fashion_mnist import load_fashion_mnist
+from launcher.deployment import LocalDeployment
+from launcher.flwr_cli import TINY_RUN
 
 pytestmark = pytest.mark.federation
 REPO = Path(__file__).resolve().parents[1]

@@ -6,10 +6,11 @@ import json
 
 import pytest
 import torch
-from federation import TINY_RUN, LocalDeployment
 
 from fedssl.checkpoint import load_encoder
 from fedssl.round_record import SCHEMA_VERSION
+from launcher.deployment import LocalDeployment
+from launcher.flwr_cli import TINY_RUN
 
 pytestmark = pytest.mark.federation
 

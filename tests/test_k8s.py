@@ -14,7 +14,6 @@ import json
 import os
 import re
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -54,6 +53,8 @@ from k8s_manifests import (
     volumes,
     workloads,
 )
+
+from launcher.flwr_cli import free_port
 
 K8S_VERSION = "1.32"  # the API the manifests are validated against (kubectl here is 1.32) ...
 OLDEST_K8S = "1.28"  # ... and the oldest they support: the pod-index label is 1.28's
@@ -547,12 +548,6 @@ def test_the_dashboard_copy_is_identical_to_its_source() -> None:
 
 
 # --- the rendered command lines, run for real -----------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _localize(workload: dict, c: dict, secrets: Path, env: dict[str, str], ports: dict[str, str]) -> list[str]:
     """A container's command line for this machine: mounts -> local folders, 0.0.0.0 -> 127.0.0.1."""
     local = {}
@@ -588,7 +583,7 @@ def test_the_rendered_superlink_and_supernode_run_with_the_scripts_secrets(tmp_p
         (folder := secrets / secret["metadata"]["name"]).mkdir(parents=True)
         for key, value in (secret.get("data") or {}).items():
             (folder / key).write_bytes(base64.b64decode(value))
-    api, runtime = str(_free_port()), str(_free_port())
+    api, runtime = str(free_port()), str(free_port())
     ports = {"8000": api, "superlink:8000": f"localhost:{api}", "9094": runtime}
     superlink = find(objs, "Deployment", "superlink")[0]
     supernode = find(objs, "StatefulSet", "supernode")[0]

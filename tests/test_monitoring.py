@@ -26,12 +26,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from federation import CONNECTION, REPO, TINY_RUN, LocalDeployment, free_port
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fedssl.config import RunConfig
 from fedssl.round_record import Exclusion, RoundRecord
+from launcher.deployment import CONNECTION, LocalDeployment
+from launcher.flwr_cli import REPO, TINY_RUN, free_port
 from server_app.metrics_exporter import MetricsExporter, global_norm
 from server_app.screening import REASONS
 
