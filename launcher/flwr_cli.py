@@ -15,8 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 BIN = Path(sys.executable).parent  # flwr, flower-superlink, flower-supernode of this environment
 REPO = Path(__file__).resolve().parents[1]
 # A run that proves the plumbing in seconds, not a quality run.
@@ -83,13 +81,21 @@ def parse_config(text: str) -> dict[str, Any]:
     leftover = _ITEM.sub("", text).strip()
     if leftover:
         raise ValueError(f"config item {leftover!r} is not key=value (in {text!r})")
-    out: dict[str, Any] = {}
-    for item in _ITEM.finditer(text):
+    return {item["key"]: _value(item["value"]) for item in _ITEM.finditer(text)}
+
+
+def _value(raw: str) -> Any:
+    """A TOML scalar as Flower's config strings hold it: quoted string, boolean, integer or float."""
+    if raw[0] in "'\"":
+        return raw[1:-1]
+    if raw in ("true", "false"):
+        return raw == "true"
+    for kind in (int, float):
         try:
-            out[item["key"]] = tomllib.loads(f"v = {item['value']}")["v"]
-        except tomllib.TOMLDecodeError:
-            out[item["key"]] = item["value"]
-    return out
+            return kind(raw)
+        except ValueError:
+            pass
+    return raw
 
 
 class FlwrConnection:

@@ -6,9 +6,9 @@ import json
 import socket
 import subprocess
 import sys
-import tomllib
 
 import pytest
+import tomllib
 
 from launcher.cli import main
 from launcher.deployment import CONNECTION
