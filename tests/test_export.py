@@ -1,7 +1,7 @@
 """End to end: a real federation trains an encoder, fedssl-export ships it, fedssl-retrieve finds neighbours.
 
 The federation is the real thing (flower-superlink + 2 flower-supernode
-processes, tests/federation.py), kept to one round on a few hundred images.
+processes, launcher/deployment.py), kept to one round on a few hundred images.
 """
 
 from __future__ import annotations
