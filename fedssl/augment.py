@@ -101,7 +101,8 @@ class BatchAugment:
         """Random erasing: a square of 2-15 % of the image set to 0 (the normalised mean)."""
         b, _, height, width = x.shape
         on = torch.rand(b, generator=gen) < self.p.erase_p
-        side = (_uniform(b, *self.p.erase_scale, gen) * height * width).sqrt().round().long().clamp(1, min(height, width))
+        area = _uniform(b, *self.p.erase_scale, gen) * height * width
+        side = area.sqrt().round().long().clamp(1, min(height, width))
         y0 = (torch.rand(b, generator=gen) * (height - side + 1)).long()
         x0 = (torch.rand(b, generator=gen) * (width - side + 1)).long()
         ys = torch.arange(height).view(1, -1, 1)

@@ -28,7 +28,7 @@ TRANSPORT_DTYPES = ("float32", "float16")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
 AUGMENTATIONS = ("batched", "per-sample")
-READOUTS = ("pool", "spatial")
+READOUTS = ("pool", "block3")
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> str:
@@ -53,7 +53,7 @@ class ModelConfig:
     in_channels: int = 1
     image_size: int = 28
     small_stem: bool = True
-    readout: str = "pool"  # smallcnn: "pool" (fc of the global average) or "spatial" (the last feature map)
+    readout: str = "pool"  # smallcnn: "pool" (fc of block 4's global average) or "block3" (see SmallCNN)
 
 
 @dataclass(frozen=True)
@@ -240,6 +240,13 @@ def _validate(cfg: RunConfig) -> RunConfig:
     _choice("model.in-channels", str(cfg.model.in_channels), ("1", "3"))
     _in_range("model.image-size", cfg.model.image_size, 8, 1024)
     _choice("model.readout", cfg.model.readout, READOUTS)
+    if cfg.model.encoder == "smallcnn" and cfg.model.readout == "block3":
+        expected = 128 * (cfg.model.image_size // 8) ** 2
+        if cfg.model.embedding_dim != expected:
+            raise ValueError(f"run config 'model.embedding-dim' = {cfg.model.embedding_dim} does not match "
+                             f"'model.readout' = 'block3' at image size {cfg.model.image_size}: it must be {expected}")
+    elif cfg.model.readout != "pool":
+        raise ValueError(f"run config 'model.readout' = {cfg.model.readout!r} applies to 'smallcnn' only")
     METHODS.check(cfg.ssl.method)
     _in_range("ssl.temperature", cfg.ssl.temperature, 1e-3, 10.0)
     _in_range("ssl.proj-dim", cfg.ssl.proj_dim, 2)

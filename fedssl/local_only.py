@@ -8,7 +8,8 @@ scored with the same probes; the baseline is the mean over clients. Only a simul
 measure it (the server never holds a device's data), so it runs after the federation, in the
 same command (``scripts/demo.sh``).
 
-Usage: ``python -m fedssl.local_only outputs/<run-id> [--workers 2]``
+Usage: ``python -m fedssl.local_only outputs/<run-id> [--workers 2]``, or ``outputs --since <epoch>``
+for the latest run written since then.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from fedssl.config import RunConfig
 from fedssl.data.fashion_mnist import load_fashion_mnist
 from fedssl.data.partition import partition
 from fedssl.plot import plot_knn
-from fedssl.probe import ProbeScores, load_probe_tasks, probe_backbone
+from fedssl.probe import load_probe_tasks, probe_backbone
 from fedssl.ssl import build_ssl_model
+from fedssl.summary import latest_run
 from fedssl.train import RoundPosition, train_local
 
 BASELINE = "local-only"
@@ -116,20 +118,26 @@ def run(run_dir: Path, workers: int = 2, num_partitions: int | None = None) -> d
         "seconds": time.perf_counter() - started}
     atomic_write_json(path, metrics)
     plot_knn(metrics, run_dir / "knn.png")
-    print(f"[fedssl] baseline local-only kNN " + "  ".join(f"{t}={s:.4f}" for t, s in scores["knn"].items())
+    print("[fedssl] baseline local-only kNN " + "  ".join(f"{t}={s:.4f}" for t, s in scores["knn"].items())
           + f"  (mean of {len(per_client)} clients, {time.perf_counter() - started:.0f}s)", flush=True)
     return scores
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path, help="outputs/<run-id> of a finished simulated run")
+    parser.add_argument("run_dir", type=Path, help="outputs/<run-id> of a finished simulated run, or with "
+                        "--since the outputs folder holding it")
+    parser.add_argument("--since", type=float, default=None, help="take the latest run in RUN_DIR written since")
     parser.add_argument("--workers", type=int, default=2, help="clients trained at once (one core each)")
     parser.add_argument("--num-partitions", type=int, default=None,
                         help="how many partitions the run's data was split into (default: from metrics.json)")
     args = parser.parse_args(argv)
+    run_dir = args.run_dir if args.since is None else latest_run(args.run_dir, args.since)
+    if run_dir is None:
+        print(f"local-only baseline: no run in {args.run_dir} since {args.since}", file=sys.stderr)
+        return 1
     try:
-        run(args.run_dir, args.workers, args.num_partitions)
+        run(run_dir, args.workers, args.num_partitions)
     except (FileNotFoundError, ValueError) as exc:
         print(f"local-only baseline: {exc}", file=sys.stderr)
         return 1

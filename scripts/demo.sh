@@ -21,5 +21,10 @@ before="$(pgrep -f flower-superlink || true)"
 for pid in $(pgrep -f flower-superlink || true); do
   grep -qw "$pid" <<<"$before" || kill "$pid" 2>/dev/null || true
 done
+# The local-only baseline (every client training alone, same steps) needs the simulated shards,
+# so it runs here, after the federation, and is written into the same run's metrics.json and plot.
+if [ "${FEDSSL_LOCAL_ONLY:-1}" = "1" ]; then
+  .venv/bin/python -m fedssl.local_only outputs --since "$started" --workers "${FEDSSL_LOCAL_ONLY_WORKERS:-2}" || true
+fi
 # `flwr run --stream` exits 0 even when the ServerApp fails: judge by metrics.json.
 exec .venv/bin/python -m fedssl.summary outputs --since "$started"

@@ -5,8 +5,8 @@ Appends one record per variant to bench/results/recipe_search.json (key: variant
 backbones go to /tmp/recipe-search-ckpt. The committed results were scored before the probe
 centred encoder embeddings (``knn_fc``/``knn_prefc``: uncentred; pixels: centred).
 Reuses fedssl.train.train_local, fedssl.ssl.build_ssl_model, fedssl.probe / fedssl.knn unchanged;
-variants are run-config values (``model.readout``, ``train.optimizer``, ``train.lr``, ``train.schedule``)
-and, for the augmentations no config key describes, train_local's ``transform`` hook.
+variants are train-config values (``train.optimizer``, ``train.lr``, ``train.schedule``), a backbone
+passed to build_ssl_model, and, for augmentations no config key describes, train_local's ``transform`` hook.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from fedssl.augment import normalization
 from fedssl.config import EvalConfig, ModelConfig, SSLConfig, TrainConfig
 from fedssl.data.fashion_mnist import load_fashion_mnist
 from fedssl.knn import embed, knn_top1
-from fedssl.models.encoders import SmallCNN, build_encoder
+from fedssl.models.encoders import SmallCNN
 from fedssl.probe import evaluate_backbone, evaluate_pixels, load_probe_tasks
 from fedssl.ssl import build_ssl_model
 from fedssl.train import train_local
@@ -52,11 +51,21 @@ class PreFC(nn.Module):
         return self.net.features(x)
 
 
-ARCHS = {"smallcnn": MODEL, "spatial": replace(MODEL, readout="spatial")}  # spatial: 256x3x3 -> Linear -> 128
+class SpatialSmallCNN(SmallCNN):
+    """SmallCNN whose last block keeps the 3x3 layout: flatten 256x3x3 -> Linear -> 128."""
+
+    def __init__(self, in_channels: int = 1, embedding_dim: int = 128, width: int = 32) -> None:
+        super().__init__(in_channels, embedding_dim, width)
+        assert isinstance(self.features[-2], nn.AdaptiveAvgPool2d)
+        self.features[-2] = nn.Identity()
+        self.fc = nn.Linear(8 * width * 9, embedding_dim)
+
+
+ARCHS = {"smallcnn": SmallCNN, "spatial": SpatialSmallCNN}
 
 
 def make_backbone(arch: str) -> nn.Module:
-    return build_encoder(ARCHS[arch])
+    return ARCHS[arch](MODEL.in_channels, MODEL.embedding_dim)
 
 
 # ---------------------------------------------------------------- augmentation variants
@@ -154,13 +163,13 @@ def run_variant(name: str, images_budget: int, seed: int, tasks, x_train) -> dic
     spec = parse_variant(name)
     seed_all(seed)
     ssl_cfg = SSLConfig(temperature=spec["temperature"])
-    model = build_ssl_model(ssl_cfg, ARCHS[spec["arch"]])
+    model = build_ssl_model(ssl_cfg, MODEL, backbone=make_backbone(spec["arch"]))
     steps = images_budget // spec["bs"]
     train_cfg = TrainConfig(local_epochs=100, batch_size=spec["bs"], max_steps=steps, **OPTIMIZERS[spec["opt"]])
     mean, std = normalization(MODEL.in_channels)
     transform = None if spec["aug"] == "default" else AUGS[spec["aug"]](MODEL.image_size, MODEL.in_channels, mean, std)
     t0 = time.perf_counter()
-    res = train_local(model, x_train, ARCHS[spec["arch"]], train_cfg, seed=seed, transform=transform)
+    res = train_local(model, x_train, MODEL, train_cfg, seed=seed, transform=transform)
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     scores = probe_both(model.backbone, tasks)

@@ -37,3 +37,29 @@ def test_checkpoint_round_trip_and_clear_errors(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="junk.pt"):
         load_encoder(tmp_path / "junk.pt")
+
+
+def test_block3_readout_embeds_the_standardised_block3_map_and_trains_on_block4():
+    cfg = ModelConfig(readout="block3", embedding_dim=1152)
+    encoder = build_encoder(cfg)
+    x = torch.rand(6, 1, 28, 28)
+    encoder.train()
+    assert encoder.ssl_features(x).shape == (6, 256 * 9)  # heads sit on block 4's map
+    assert encoder.standardize.num_batches_tracked == 1  # the embedding's statistics follow training
+    encoder.eval()
+    z = encoder(x)
+    expected = encoder.features[:6](x).flatten(1)
+    mean, var = encoder.standardize.running_mean, encoder.standardize.running_var
+    torch.testing.assert_close(z, (expected - mean) / torch.sqrt(var + encoder.standardize.eps))
+    assert z.shape == (6, 1152)
+
+
+def test_block3_readout_needs_the_matching_embedding_dim():
+    from fedssl.config import RunConfig
+
+    with pytest.raises(ValueError, match="must be 1152"):
+        RunConfig.from_flat({"model.readout": "block3", "model.embedding-dim": 128})
+    with pytest.raises(ValueError, match="must be 2048"):
+        RunConfig.from_flat({"model.readout": "block3", "model.embedding-dim": 128, "model.image-size": 32})
+    with pytest.raises(ValueError, match="smallcnn"):
+        RunConfig.from_flat({"model.readout": "block3", "model.embedding-dim": 1152, "model.encoder": "resnet18"})

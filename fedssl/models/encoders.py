@@ -23,19 +23,38 @@ def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
     )
 
 
-class SmallCNN(nn.Module):
-    """Four conv blocks (~0.4 M parameters): fast enough to train on a Jetson or a laptop CPU.
+class Encoder(nn.Module):
+    """A backbone: ``forward`` gives the embedding devices retrieve with (and export ships).
 
-    ``readout`` is the layer the embedding is read from: ``pool`` is a linear map of the global
-    average of the last feature map; ``spatial`` a linear map of the whole 3x3 map, which keeps
-    where in the image a feature fires (what makes raw pixels strong on centred 28x28 images).
+    ``ssl_features`` is what the SSL heads are trained on; by default the embedding itself.
+    An encoder may read its embedding from an earlier layer than the one its SSL heads sit
+    on (``SmallCNN(readout="block3")``): the layers in between act as part of the head
+    during training and keep the embedding from specialising to the SSL task [0].
+    [0] Guillotine Regularization, 2022, arXiv:2206.13378
     """
 
-    def __init__(self, in_channels: int = 1, embedding_dim: int = 128, width: int = 32,
-                 readout: str = "pool") -> None:
+    ssl_dim: int
+
+    def ssl_features(self, x: Tensor) -> Tensor:
+        return self(x)
+
+
+class SmallCNN(Encoder):
+    """Four conv blocks (~0.4 M parameters): fast enough to train on a Jetson or a laptop CPU.
+
+    ``readout`` chooses the embedding:
+      - ``pool``: ``fc`` of the global average of block 4 (``embedding_dim`` wide);
+      - ``block3``: block 3's max-pooled feature map, flattened and standardised per dimension
+        (a ``BatchNorm1d`` without affine weights; ``4 * width * (size // 8) ** 2`` wide, 1152 for
+        28x28 input). It keeps where in the image a feature fires, which raw pixels are good at on
+        centred images; the SSL heads sit on block 4's flattened map, so training is unchanged.
+    """
+
+    def __init__(self, in_channels: int = 1, embedding_dim: int = 128, width: int = 32, readout: str = "pool",
+                 image_size: int = 28) -> None:
         super().__init__()
-        pooled = readout == "pool"
-        self.features = nn.Sequential(
+        self.readout = readout
+        layers: list[nn.Module] = [
             _conv_block(in_channels, width),
             nn.MaxPool2d(2),  # 28 -> 14
             _conv_block(width, 2 * width),
@@ -43,16 +62,42 @@ class SmallCNN(nn.Module):
             _conv_block(2 * width, 4 * width),
             nn.MaxPool2d(2),  # 7 -> 3
             _conv_block(4 * width, 8 * width),
-            nn.AdaptiveAvgPool2d(1 if pooled else 3),  # a no-op on 28x28 input for "spatial"
-            nn.Flatten(),
-        )
-        self.fc = nn.Linear(8 * width * (1 if pooled else 9), embedding_dim)
+        ]
+        if readout == "pool":
+            self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            self.fc = nn.Linear(8 * width, embedding_dim)
+            self.ssl_dim = embedding_dim
+        elif readout == "block3":
+            side = image_size // 8
+            self.features = nn.Sequential(*layers)
+            self.standardize = nn.BatchNorm1d(4 * width * side * side, affine=False)
+            self.ssl_dim = 8 * width * side * side
+        else:
+            raise ValueError(f"model.readout = {readout!r} is not one of {list(SMALLCNN_READOUTS)}")
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.features(x))  # (batch, embedding_dim)
+        if self.readout == "pool":
+            return self.fc(self.features(x))  # (batch, embedding_dim)
+        return self.standardize(self.features[:6](x).flatten(1))  # (batch, 4 * width * side * side)
+
+    def ssl_features(self, x: Tensor) -> Tensor:
+        if self.readout == "pool":
+            return self(x)
+        h = self.features[:6](x)  # (batch, 4 * width, side, side)
+        if self.training:
+            self.standardize(h.detach().flatten(1))  # keeps the embedding's running statistics current
+        return self.features[6](h).flatten(1)  # (batch, 8 * width * side * side)
 
 
-class ResNet18Encoder(nn.Module):
+SMALLCNN_READOUTS = ("pool", "block3")
+
+
+def smallcnn_embedding_dim(cfg: ModelConfig, width: int = 32) -> int:
+    """The embedding width a SmallCNN with ``cfg.readout`` produces."""
+    return cfg.embedding_dim if cfg.readout == "pool" else 4 * width * (cfg.image_size // 8) ** 2
+
+
+class ResNet18Encoder(Encoder):
     """torchvision ResNet-18; ``small_stem`` swaps the 7x7/stride-2 stem for a 3x3 one (CIFAR-style)."""
 
     def __init__(self, in_channels: int = 3, embedding_dim: int = 512, small_stem: bool = False) -> None:
@@ -65,6 +110,7 @@ class ResNet18Encoder(nn.Module):
             net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
         net.fc = nn.Identity() if embedding_dim == 512 else nn.Linear(512, embedding_dim)
         self.net = net
+        self.ssl_dim = embedding_dim
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)  # (batch, embedding_dim)
@@ -73,7 +119,8 @@ class ResNet18Encoder(nn.Module):
 # builder(model config) -> backbone mapping (batch, channels, size, size) to (batch, embedding_dim)
 EncoderBuilder = Callable[[ModelConfig], nn.Module]
 ENCODERS: Registry[EncoderBuilder] = Registry("model.encoder")
-ENCODERS.add("smallcnn", lambda cfg: SmallCNN(cfg.in_channels, cfg.embedding_dim, readout=cfg.readout))
+ENCODERS.add("smallcnn", lambda cfg: SmallCNN(cfg.in_channels, cfg.embedding_dim, readout=cfg.readout,
+                                             image_size=cfg.image_size))
 ENCODERS.add("resnet18", lambda cfg: ResNet18Encoder(cfg.in_channels, cfg.embedding_dim, cfg.small_stem))
 
 

@@ -15,7 +15,7 @@ from fedssl.ssl.rotation import RotationLoss, RotationPrediction
 from fedssl.ssl.simclr import NTXentLoss, SimCLR
 from fedssl.ssl.simsiam import SimSiam, SimSiamLoss
 
-# builder(backbone, embedding_dim, ssl config) -> the SSL model around that backbone
+# builder(backbone, the backbone's output dim for the heads, ssl config) -> the SSL model around it
 SSLBuilder = Callable[[nn.Module, int, SSLConfig], SSLModel]
 METHODS: Registry[SSLBuilder] = Registry("ssl.method")
 METHODS.add("simclr", lambda b, d, ssl: SimCLR(b, d, ssl.hidden_dim, ssl.proj_dim, ssl.temperature))
@@ -36,7 +36,8 @@ def build_ssl_model(ssl: SSLConfig, model: ModelConfig, backbone: nn.Module | No
     """
     builder = METHODS.get(ssl.method)
     backbone = backbone if backbone is not None else build_encoder(model)
-    return builder(backbone, model.embedding_dim, ssl)
+    dim = getattr(backbone, "ssl_dim", model.embedding_dim)  # what the heads see (a read-out may differ)
+    return builder(backbone, dim, ssl)
 
 
 __all__ = [

@@ -44,5 +44,5 @@ class BarlowTwins(SSLModel):
         self.criterion = BarlowTwinsLoss(lambda_offdiag)
 
     def forward(self, view_a: Tensor, view_b: Tensor) -> Tensor:
-        z_a, z_b = self.projector(self.backbone(torch.cat([view_a, view_b]))).chunk(2)
+        z_a, z_b = self.projector(self.features(torch.cat([view_a, view_b]))).chunk(2)
         return self.criterion(z_a, z_b)

@@ -25,6 +25,11 @@ class SSLModel(nn.Module):
         """Return the scalar loss for two augmented views of the same images."""
         raise NotImplementedError
 
+    def features(self, x: Tensor) -> Tensor:
+        """What the heads see: the backbone's ``ssl_features`` (its embedding unless it says otherwise)."""
+        ssl_features = getattr(self.backbone, "ssl_features", None)
+        return ssl_features(x) if ssl_features is not None else self.backbone(x)
+
     @torch.no_grad()
     def after_step(self) -> None:
         """Hook run after each optimiser step (EMA targets, queues)."""
@@ -54,4 +59,9 @@ class MomentumTarget(nn.Module):
             t.copy_(o)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        first, *rest = self.net
+        ssl_features = getattr(first, "ssl_features", None)  # a backbone: the features its heads see
+        x = ssl_features(x) if ssl_features is not None else first(x)
+        for module in rest:
+            x = module(x)
+        return x

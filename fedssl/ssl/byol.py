@@ -39,7 +39,7 @@ class BYOL(SSLModel):
         self.criterion = BYOLLoss()
 
     def forward(self, view_a: Tensor, view_b: Tensor) -> Tensor:
-        p_a, p_b = self.predictor(self.projector(self.backbone(torch.cat([view_a, view_b])))).chunk(2)
+        p_a, p_b = self.predictor(self.projector(self.features(torch.cat([view_a, view_b])))).chunk(2)
         with torch.no_grad():
             t_a, t_b = self.target(torch.cat([view_a, view_b])).chunk(2)
         return self.criterion(p_a, p_b, t_a, t_b)

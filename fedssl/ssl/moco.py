@@ -46,7 +46,7 @@ class MoCo(SSLModel):
         self._pending_keys: Tensor | None = None
 
     def forward(self, view_a: Tensor, view_b: Tensor) -> Tensor:
-        q_a, q_b = self.projector(self.backbone(torch.cat([view_a, view_b]))).chunk(2)
+        q_a, q_b = self.projector(self.features(torch.cat([view_a, view_b]))).chunk(2)
         with torch.no_grad():
             k_a, k_b = self.target(torch.cat([view_a, view_b])).chunk(2)
         loss = 0.5 * (self.criterion(q_a, k_b, self.queue) + self.criterion(q_b, k_a, self.queue))

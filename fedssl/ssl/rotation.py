@@ -38,4 +38,4 @@ class RotationPrediction(SSLModel):
 
     def forward(self, view_a: Tensor, view_b: Tensor) -> Tensor:
         x, labels = rotate_batch(torch.cat([view_a, view_b]))
-        return self.criterion(self.classifier(self.backbone(x)), labels)
+        return self.criterion(self.classifier(self.features(x)), labels)

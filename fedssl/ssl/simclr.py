@@ -46,6 +46,6 @@ class SimCLR(SSLModel):
         self.criterion = NTXentLoss(temperature)
 
     def forward(self, view_a: Tensor, view_b: Tensor) -> Tensor:
-        z = self.projector(self.backbone(torch.cat([view_a, view_b])))  # one BN batch for both views
+        z = self.projector(self.features(torch.cat([view_a, view_b])))  # one BN batch for both views
         z_a, z_b = z.chunk(2)
         return self.criterion(z_a, z_b)

@@ -28,7 +28,7 @@ class SimSiam(SSLModel):
         self.criterion = SimSiamLoss()
 
     def forward(self, view_a: Tensor, view_b: Tensor) -> Tensor:
-        z = self.projector(self.backbone(torch.cat([view_a, view_b])))
+        z = self.projector(self.features(torch.cat([view_a, view_b])))
         p_a, p_b = self.predictor(z).chunk(2)
         z_a, z_b = z.chunk(2)
         return self.criterion(p_a, p_b, z_a, z_b)
