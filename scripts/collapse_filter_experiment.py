@@ -3,7 +3,7 @@
 Three real federations (flower-superlink + 10 flower-supernode processes, `flwr run`):
 clean; 2 of 10 clients collapsed with the filter on; the same with the filter off.
 Writes bench/results/collapse_filter.json and prints a Markdown table.
-Usage: .venv/bin/python -m scripts.collapse_filter_experiment [--rounds 3] [--max-samples 1500]
+Usage: .venv/bin/python scripts/collapse_filter_experiment.py [--rounds 3] [--max-samples 1500]
 """
 
 from __future__ import annotations
