@@ -85,17 +85,15 @@ def run(args: argparse.Namespace) -> int:
 def up(args: argparse.Namespace) -> int:
     fed = deployment_from(args)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    for signum in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a shell's background job ignores it by default
+        signal.signal(signum, lambda *_: stop.set())
     with fed:
         online = fed.wait_for_nodes()
         print(f"[fedssl-launch] SuperLink {fed.address}, {online} SuperNodes online; logs in {fed.workdir}\n"
               f"submit a run:\n  FLWR_HOME={fed.home} FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 "
               f"flwr run {fed.app} {fed.connection} --stream --run-config \"outputs-dir='{fed.outputs.resolve()}'\"\n"
               f"Ctrl-C stops everything.", flush=True)
-        try:
-            stop.wait()
-        except KeyboardInterrupt:
-            pass
+        stop.wait()
     print("[fedssl-launch] stopped", flush=True)
     return 0
 

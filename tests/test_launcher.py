@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -55,3 +56,29 @@ def test_the_command_line_runs_a_real_deployment_and_stops_it(tmp_path):
     port = int(connection["address"].rsplit(":", 1)[1])
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0  # the SuperLink is gone
+
+
+@pytest.mark.federation
+def test_up_keeps_the_deployment_running_until_interrupted(tmp_path):
+    # Prepare: `fedssl-launch up` as a user starts it
+    proc = subprocess.Popen([sys.executable, "-m", "launcher", "up", "--nodes", "1", "--workdir", str(tmp_path)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        while not any("Ctrl-C" in line for line in lines):
+            line = proc.stdout.readline()
+            assert line, "".join(lines)  # exited before it was up
+            lines.append(line)
+        port = int("".join(lines).split("SuperLink 127.0.0.1:")[1].split(",")[0])
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) == 0  # up, and stays up while nobody interrupts
+        # Execute
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # Assert
+    assert proc.returncode == 0 and "stopped" in out
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0
