@@ -181,7 +181,7 @@ def strategy_breakdown(messages: list, base: Mapping[str, np.ndarray], quick: bo
     """Seconds of the strategy's steps, each alone (best of a few): decode, validate + update norm, the rule."""
     from fedssl import reply
     from server_app.aggregation import fedavg
-    from server_app.updates import check_structure
+    from server_app.screening import check_structure
 
     best: dict[str, float] = {}
     for _ in range(repeats(len(messages), quick)):

@@ -11,8 +11,8 @@ ratios are reported beside it. Two levels:
 * round (the goal, <= 5 %): ``train_round`` end to end (config parsing, model build, backbone load,
   ``train_local``, the collapse check, NumPy/ArrayRecord conversion) vs the reference script (model
   build, backbone load, loader, optimiser, loop);
-* loop: ``train_local`` alone (loader, optimiser, loop; timed by wrapping the function the ClientApp
-  calls) vs the reference's loader, optimiser and loop.
+* loop: ``train_local`` alone (loader, optimiser, loop; timed through ``train_round``'s ``timer``
+  hook) vs the reference's loader, optimiser and loop.
 
 ``train_round``'s fixed cost per round (everything but ``train_local``: mostly the collapse check)
 is also projected onto the demo's round size (``data.max-samples`` 4000, batch 128 = 31 steps).
@@ -20,10 +20,8 @@ is also projected onto the demo's round size (``data.max-samples`` 4000, batch 1
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -31,8 +29,8 @@ import torch
 from flwr.app import Array, ArrayRecord, Context, RecordDict
 from torch.utils.data import DataLoader
 
-import client_app.app as client_module
 from bench.results import goal
+from client_app.app import train_round
 from client_app.data import node_images
 from fedssl import reply
 from fedssl.augment import TwoViewDataset, normalization, ssl_augmentation
@@ -61,26 +59,15 @@ class Clock:
         self.wall, self.cpu = time.perf_counter() - self._wall, time.process_time() - self._cpu
 
 
-@contextlib.contextmanager
-def timed_calls(names: tuple[str, ...]) -> Iterator[dict[str, Clock]]:
-    """Wrap functions the ClientApp module calls (``train_local``, ``collapse_check``) with clocks."""
-    clocks: dict[str, Clock] = {}
-    originals = {name: getattr(client_module, name) for name in names}
+class PhaseClocks:
+    """A ``PhaseTimer`` for ``train_round``: a fresh :class:`Clock` per phase (``train_local``, ``collapse_check``)."""
 
-    def wrap(name: str, fn: Callable) -> Callable:
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            clocks[name] = Clock()
-            with clocks[name]:
-                return fn(*args, **kwargs)
-        return timed
+    def __init__(self) -> None:
+        self.clocks: dict[str, Clock] = {}
 
-    for name, fn in originals.items():
-        setattr(client_module, name, wrap(name, fn))
-    try:
-        yield clocks
-    finally:
-        for name, fn in originals.items():
-            setattr(client_module, name, fn)
+    def __call__(self, name: str) -> Clock:
+        self.clocks[name] = Clock()
+        return self.clocks[name]
 
 
 def _seed(cfg: RunConfig) -> int:
@@ -91,8 +78,10 @@ def ours(cfg: RunConfig, record: ArrayRecord) -> dict[str, float]:
     """One ClientApp round (no Flower messaging): its clocks, the reply's loss and steps."""
     context = Context(run_id=1, node_id=NODE_ID, node_config=NODE_CONFIG, state=RecordDict(),
                       run_config=cfg.to_flat())
-    with timed_calls(("train_local", "collapse_check")) as inner, Clock() as total:
-        content = client_module.train_round(record, ROUND, context)
+    phases = PhaseClocks()
+    with Clock() as total:
+        content = train_round(record, ROUND, context, timer=phases)
+    inner = phases.clocks
     metrics = content[reply.METRICS]
     return {"wall": total.wall, "cpu": total.cpu, "loop_wall": inner["train_local"].wall,
             "loop_cpu": inner["train_local"].cpu, "collapse_cpu": inner["collapse_check"].cpu,

@@ -20,8 +20,8 @@ from flwr.common.serde import recorddict_to_proto
 from bench.results import goal
 from client_app.app import train_round
 from fedssl import reply
-from fedssl.config import SSL_METHODS, RunConfig
-from fedssl.ssl import build_ssl_model
+from fedssl.config import RunConfig
+from fedssl.ssl import METHODS, build_ssl_model
 from fedssl.state import backbone_arrays, to_numpy
 
 NAME = "communication"
@@ -100,7 +100,7 @@ def clientapp_reply(quick: bool) -> dict[str, Any]:
 
 
 def run(quick: bool) -> dict[str, Any]:
-    methods = ("simclr", "byol") if quick else SSL_METHODS
+    methods = ("simclr", "byol") if quick else METHODS.names()
     models = [measure_model(enc, m) for enc in ENCODERS for m in methods]
     real = clientapp_reply(quick)
     best = min(m["round_ratio_to_full_fp32"]["backbone_fp16_up"] for m in models)

@@ -17,7 +17,6 @@ raw-pixel and random-init baselines come from the same probe in the same run.
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -27,15 +26,16 @@ from typing import Any
 import torch
 
 from bench.results import goal
-from bench.simulation import REPO, LocalSimulation, load_metrics
-from fedssl.config import AGGREGATIONS, RunConfig
+from fedssl import reply
+from fedssl.config import RunConfig
 from fedssl.data.fashion_mnist import load_fashion_mnist
 from fedssl.probe import evaluate_backbone, evaluate_pixels, load_probe_tasks
+from fedssl.round_record import RoundRecord, read_metrics
 from fedssl.ssl import build_ssl_model
 from fedssl.train import train_local
-
-sys.path.insert(0, str(REPO / "tests"))
-from federation import LocalDeployment  # noqa: E402
+from launcher.deployment import LocalDeployment
+from launcher.simulation import LocalSimulation
+from server_app.aggregation import RULES
 
 NAME = "quality"
 RESULT_KEYS = ("size", "images_per_run", "baselines", "runs")
@@ -44,7 +44,7 @@ TASK = "fashion-mnist"
 # ran at load 20-30 when the suite was first run; see bench/README.md).
 FULL = {"nodes": 10, "rounds": 4, "samples": 192, "batch": 64, "gallery": 5000, "query": 1000,
         "methods": ("simclr", "byol", "barlowtwins"), "splits": ("iid", "dir0.5", "dir0.1"),
-        "rules": AGGREGATIONS, "rules_split": "dir0.1", "collapse_split": "dir0.5", "collapsed": (3, 7),
+        "rules": RULES.names(), "rules_split": "dir0.1", "collapse_split": "dir0.5", "collapsed": (3, 7),
         "filters": (True, False)}
 QUICK = {"nodes": 5, "rounds": 1, "samples": 64, "batch": 32, "gallery": 500, "query": 200,
          "methods": ("simclr",), "splits": ("dir0.5",), "rules": ("fedavg",), "rules_split": "dir0.5",
@@ -81,15 +81,14 @@ def centralized(size: dict[str, Any], method: str) -> dict[str, Any]:
             "wall_s": time.perf_counter() - started, "baselines": baselines}
 
 
-def from_metrics(metrics: dict[str, Any], **row: Any) -> dict[str, Any]:
-    rounds = metrics["rounds"]
-    per_round = [r["knn"][TASK] for r in rounds]
-    return {**row, "images_seen": int(sum(c.get("num-examples", 0) for r in rounds for c in r["clients"])),
+def from_metrics(metrics: dict[str, Any], rounds: list[RoundRecord], **row: Any) -> dict[str, Any]:
+    per_round = [r.knn[TASK] for r in rounds]
+    return {**row, "images_seen": int(sum(c.get(reply.NUM_EXAMPLES, 0) for r in rounds for c in r.clients)),
             "knn": per_round[-1], "knn_per_round": per_round, "knn_best": max(per_round),
-            "excluded": sum(len(r["excluded"]) for r in rounds),
-            "excluded_reasons": sorted({e["reason"] for r in rounds for e in r["excluded"]}),
-            "excluded_by_reason": dict(Counter(e["reason"] for r in rounds for e in r["excluded"])),
-            "accepted_per_round": [r["accepted"] for r in rounds],
+            "excluded": sum(len(r.excluded) for r in rounds),
+            "excluded_reasons": sorted({e.reason for r in rounds for e in r.excluded}),
+            "excluded_by_reason": dict(Counter(e.reason for r in rounds for e in r.excluded)),
+            "accepted_per_round": [r.accepted for r in rounds],
             "baselines": {k: v[TASK] for k, v in metrics["baselines"].items()}}
 
 
@@ -97,7 +96,7 @@ def simulated(sim: LocalSimulation, size: dict[str, Any], method: str, split: st
               group: str) -> dict[str, Any]:
     started = time.perf_counter()
     run_dir = sim.run({**base_config(size, method, split), "aggregation.rule": rule}, nodes=size["nodes"])
-    row = from_metrics(load_metrics(run_dir), group=group, name=f"{group} {method} {split} {rule}", method=method,
+    row = from_metrics(*read_metrics(run_dir), group=group, name=f"{group} {method} {split} {rule}", method=method,
                        split=split, rule=rule, filter=True, collapsed=0)
     return {**row, "wall_s": time.perf_counter() - started}
 
@@ -109,13 +108,11 @@ def collapsed(workdir: Path, size: dict[str, Any], filter_on: bool) -> dict[str,
              for i in range(n)]
     split = size["collapse_split"]
     started = time.perf_counter()
-    fed = LocalDeployment(workdir, node_configs=nodes)
-    fed.env["OMP_NUM_THREADS"] = "1"  # ten client processes share two cores
-    with fed:
+    with LocalDeployment(workdir, node_configs=nodes, env={"OMP_NUM_THREADS": "1"}) as fed:  # 10 clients, 2 cores
         run_dir = fed.run({**base_config(size, "simclr", split), "filter.enabled": filter_on}, timeout=3600)
-        metrics = load_metrics(run_dir)
+        metrics, records = read_metrics(run_dir)
     name = f"{len(bad)}/{n} collapsed, filter {'on' if filter_on else 'off'}"
-    row = from_metrics(metrics, group="collapsed", name=name, method="simclr", split=split, rule="fedavg",
+    row = from_metrics(metrics, records, group="collapsed", name=name, method="simclr", split=split, rule="fedavg",
                        filter=filter_on, collapsed=len(bad))
     return {**row, "wall_s": time.perf_counter() - started}
 

@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.results import goal
-from bench.simulation import LocalSimulation, load_metrics
+from fedssl import reply
+from fedssl.round_record import RoundRecord, read_metrics
+from launcher.simulation import LocalSimulation
 
 NAME = "round_overhead"
 RESULT_KEYS = ("nodes", "parallel_slots", "rounds", "steady_overhead")
@@ -37,18 +39,18 @@ FULL = {"nodes": 10, "rounds": 4, "samples": 512, "batch": 64, "gallery": 2000, 
 QUICK = {"nodes": 4, "rounds": 2, "samples": 128, "batch": 64, "gallery": 500, "query": 200}
 
 
-def round_figures(entry: dict[str, Any], slots: int) -> dict[str, Any]:
-    compute = [c["seconds"] for c in entry["clients"]]
+def round_figures(record: RoundRecord, slots: int) -> dict[str, Any]:
+    compute = [c[reply.SECONDS] for c in record.clients]
     p = max(1, min(len(compute), slots))
     ideal = max(sum(compute) / p, max(compute))
-    wall, evaluation = entry["seconds"], entry.get("eval_seconds", 0.0)
+    wall, evaluation = record.seconds, record.eval_seconds
     return {
-        "round": entry["round"], "clients": len(compute), "wall_s": wall, "eval_s": evaluation,
-        "aggregation_s": entry.get("aggregation_seconds", 0.0), "client_compute_sum_s": sum(compute),
+        "round": record.round, "clients": len(compute), "wall_s": wall, "eval_s": evaluation,
+        "aggregation_s": record.aggregation_seconds, "client_compute_sum_s": sum(compute),
         "client_compute_max_s": max(compute), "ideal_s": ideal,
         "overhead": (wall - evaluation) / ideal - 1, "overhead_with_eval": wall / ideal - 1,
         "fixed_per_client_s": (wall - evaluation - ideal) * p / len(compute),
-        "bytes_received": entry.get("bytes_received", 0),
+        "bytes_received": record.bytes_received,
     }
 
 
@@ -64,8 +66,8 @@ def run(quick: bool) -> dict[str, Any]:
         started = time.perf_counter()
         run_dir = sim.run(run_config, nodes=size["nodes"])
         run_wall = time.perf_counter() - started
-        metrics = load_metrics(run_dir)
-    rounds = [round_figures(r, slots) for r in metrics["rounds"]]
+        _, records = read_metrics(run_dir)
+    rounds = [round_figures(r, slots) for r in records]
     steady = rounds[1:] or rounds
     overhead = statistics.median(r["overhead"] for r in steady)
     with_eval = statistics.median(r["overhead_with_eval"] for r in steady)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
 import torch
@@ -13,8 +15,8 @@ from flwr.clientapp import ClientApp
 from client_app.data import node_images
 from client_app.misbehave import corrupt
 from fedssl import reply
-from fedssl.client_update import fedema, fedema_scale, fedu
 from fedssl.config import RunConfig
+from fedssl.device_merge import fedema, fedema_scale, fedu
 from fedssl.ssl import build_ssl_model
 from fedssl.ssl.base import SSLModel
 from fedssl.state import backbone_arrays, strip_prefix, to_numpy, to_torch
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 app = ClientApp()
 LOCAL_BACKBONE = "fedssl-local-backbone"  # this device's backbone after its last round (FedU/FedEMA)
 MERGE_STATE = "fedssl-merge"
+PhaseTimer = Callable[[str], AbstractContextManager[object]]  # name -> a context that times the phase
 OPTIMIZER_STATE = "fedssl-optimizer"  # Adam's moments, kept between rounds (train.keep-optimizer-state)
 
 
@@ -36,8 +39,17 @@ def train(msg: Message, context: Context) -> Message:
                    reply_to=msg)
 
 
-def train_round(global_arrays: ArrayRecord, server_round: int, context: Context, num_rounds: int = 0) -> RecordDict:
-    """One round on this device; returns the reply's content (backbone arrays and metrics)."""
+def untimed(name: str) -> AbstractContextManager[object]:
+    """The default :data:`PhaseTimer`: times nothing."""
+    return nullcontext()
+
+
+def train_round(global_arrays: ArrayRecord, server_round: int, context: Context, num_rounds: int = 0, *,
+                timer: PhaseTimer = untimed) -> RecordDict:
+    """One round on this device; returns the reply's content (backbone arrays and metrics).
+
+    ``timer(name)`` wraps the phases ``train_local`` and ``collapse_check`` (a benchmark's clock).
+    """
     cfg = RunConfig.from_flat(context.run_config)
     position = RoundPosition(max(server_round, 1), max(num_rounds or cfg.num_rounds, server_round, 1))
     torch.manual_seed(cfg.seed * 100_003 + server_round * 1009 + context.node_id % 1000)
@@ -59,16 +71,18 @@ def train_round(global_arrays: ArrayRecord, server_round: int, context: Context,
         metrics = {k: 0.0 for k in reply.METRIC_KEYS} | {reply.SKIPPED: 1.0, reply.PARTITION_ID: partition_id,
                                                        reply.NUM_PARTITIONS: num_partitions}
     else:
-        result = train_local(model, images, cfg.model, cfg.train, seed=cfg.seed + server_round,
-                             max_samples=cfg.data.max_samples, position=position,
-                             optimizer_state=_optimizer_state(context) if cfg.train.keep_optimizer_state else None)
+        with timer("train_local"):
+            result = train_local(model, images, cfg.model, cfg.train, seed=cfg.seed + server_round,
+                                 max_samples=cfg.data.max_samples, position=position,
+                                 optimizer_state=_optimizer_state(context) if cfg.train.keep_optimizer_state else None)
         if cfg.train.keep_optimizer_state:
             _keep_optimizer_state(context, result.optimizer_state)
         context.state[LOCAL_BACKBONE] = _record(to_numpy(model.backbone.state_dict()))
         # 3. Test and benchmark switch: corrupt what is sent, as a broken device would.
         corrupt(model.backbone, str(context.node_config.get("misbehave", "")))
         # 4. The collapse check on this device's own images, reported with the update.
-        z_std, rankme = collapse_check(model.backbone, images, cfg.model, seed=cfg.seed)
+        with timer("collapse_check"):
+            z_std, rankme = collapse_check(model.backbone, images, cfg.model, seed=cfg.seed)
         metrics = {
             reply.NUM_EXAMPLES: float(result.num_examples), reply.LOSS: result.loss, reply.Z_STD: z_std,
             reply.RANKME: rankme, reply.STEPS: float(result.steps), reply.SECONDS: result.seconds,

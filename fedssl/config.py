@@ -4,6 +4,14 @@ Every key lives in ``[tool.flwr.app.config]`` of ``pyproject.toml`` with its
 default; the rest of the code only sees the dataclasses below. Bad values raise
 ``ValueError`` naming the key, the value and what is allowed, before any
 training starts.
+
+Names of SSL methods, encoders, partitioners and probe tasks are checked against their
+registries (``fedssl.ssl.METHODS``, ``fedssl.models.encoders.ENCODERS``,
+``fedssl.data.partition.PARTITIONERS``, ``fedssl.probe.PROBE_TASKS``), imported when a config is
+validated: those modules import this one for their dataclasses, so a module-level import would
+be a cycle. ``aggregation.rule`` is checked by the ServerApp against
+``server_app.aggregation.RULES`` when it builds the strategy, before round 1 (``fedssl/`` imports
+no server code).
 """
 
 from __future__ import annotations
@@ -15,14 +23,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from fedssl.augment import AugmentationParams
 
-SSL_METHODS = ("simclr", "byol", "barlowtwins", "moco", "simsiam", "rotation")
-ENCODERS = ("smallcnn", "resnet18")
-PARTITIONS = ("iid", "dirichlet", "classes-per-client")
-AGGREGATIONS = ("fedavg", "fairavg", "loss", "fedvssl", "ldawa", "fedmedian", "trimmedavg", "krum")
 CLIENT_UPDATES = ("none", "fedu", "fedema")
-BYOL_STYLE = ("byol", "simsiam", "moco")  # methods with a predictor or momentum target
 TRANSPORT_DTYPES = ("float32", "float16")
-PROBE_TASKS = ("fashion-mnist", "digits")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
 AUGMENTATIONS = ("batched", "per-sample")
@@ -214,6 +216,11 @@ def _flatten(obj: Any, prefix: str) -> dict[str, Any]:
 
 
 def _validate(cfg: RunConfig) -> RunConfig:
+    from fedssl.data.partition import PARTITIONERS
+    from fedssl.models.encoders import ENCODERS
+    from fedssl.probe import PROBE_TASKS
+    from fedssl.ssl import BYOL_STYLE, METHODS
+
     _in_range("num-rounds", cfg.num_rounds, 1)
     _in_range("fraction-train", cfg.fraction_train, 0.0, 1.0)
     _in_range("min-train-nodes", cfg.min_train_nodes, 1)
@@ -228,7 +235,7 @@ def _validate(cfg: RunConfig) -> RunConfig:
     if cfg.client_update != "none" and cfg.ssl.method not in BYOL_STYLE:
         raise ValueError(f"run config 'client-update' = {cfg.client_update!r} needs a BYOL-style 'ssl.method' "
                          f"{list(BYOL_STYLE)}, got {cfg.ssl.method!r}")
-    _choice("model.encoder", cfg.model.encoder, ENCODERS)
+    ENCODERS.check(cfg.model.encoder)
     _in_range("model.embedding-dim", cfg.model.embedding_dim, 2, 8192)
     _choice("model.in-channels", str(cfg.model.in_channels), ("1", "3"))
     _in_range("model.image-size", cfg.model.image_size, 8, 1024)
@@ -242,7 +249,7 @@ def _validate(cfg: RunConfig) -> RunConfig:
         raise ValueError(f"run config 'model.readout' = {cfg.model.readout!r} applies to 'smallcnn' only; "
                          f"with 'model.encoder' = {cfg.model.encoder!r} set model.readout='pool' and "
                          "model.embedding-dim (e.g. 512)")
-    _choice("ssl.method", cfg.ssl.method, SSL_METHODS)
+    METHODS.check(cfg.ssl.method)
     _in_range("ssl.temperature", cfg.ssl.temperature, 1e-3, 10.0)
     _in_range("ssl.proj-dim", cfg.ssl.proj_dim, 2)
     _in_range("ssl.hidden-dim", cfg.ssl.hidden_dim, 2)
@@ -260,21 +267,20 @@ def _validate(cfg: RunConfig) -> RunConfig:
     _choice("train.augmentation", cfg.train.augmentation, AUGMENTATIONS)
     _in_range("train.crop-min-scale", cfg.train.crop_min_scale, 0.01, 1.0)
     _in_range("train.erase-p", cfg.train.erase_p, 0.0, 1.0)
-    _choice("data.partition", cfg.data.partition, PARTITIONS)
+    PARTITIONERS.check(cfg.data.partition)
     _in_range("data.alpha", cfg.data.alpha, 1e-4)
     _in_range("data.classes-per-client", cfg.data.classes_per_client, 1, 10)
     _in_range("data.max-samples", cfg.data.max_samples, 0)
     if not cfg.eval.tasks:
-        raise ValueError(f"run config 'eval.tasks' is empty; allowed tasks: {list(PROBE_TASKS)}")
+        raise ValueError(f"run config 'eval.tasks' is empty; allowed tasks: {list(PROBE_TASKS.names())}")
     for task in cfg.eval.tasks:
-        _choice("eval.tasks", task, PROBE_TASKS)
+        PROBE_TASKS.check(task)
     _in_range("eval.knn-k", cfg.eval.knn_k, 1)
     _in_range("eval.knn-t", cfg.eval.knn_t, 1e-4)
     _in_range("eval.gallery-size", cfg.eval.gallery_size, 10)
     _in_range("eval.query-size", cfg.eval.query_size, 10)
     _in_range("eval.report-k", cfg.eval.report_k, 1)
     _in_range("eval.linear-labels", cfg.eval.linear_labels, 10)
-    _choice("aggregation.rule", cfg.aggregation.rule, AGGREGATIONS)
     _in_range("aggregation.alpha", cfg.aggregation.alpha, 0.0, 1.0)
     _in_range("aggregation.beta", cfg.aggregation.beta, 0.0, 1.0)
     _in_range("aggregation.trim-fraction", cfg.aggregation.trim_fraction, 0.0, 0.49)

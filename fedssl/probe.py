@@ -9,6 +9,7 @@ initialised encoder give every figure its reference.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,7 @@ from fedssl.config import EvalConfig, ModelConfig
 from fedssl.data.digits import load_digits_images
 from fedssl.data.fashion_mnist import load_fashion_mnist
 from fedssl.knn import embed, knn_top1
+from fedssl.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -43,25 +45,39 @@ def _resize(images: np.ndarray, size: int) -> np.ndarray:
     return x.round().clamp(0, 255).to(torch.uint8).numpy()
 
 
+# loader(eval config, image size, rng) -> the task's gallery and queries
+TaskLoader = Callable[[EvalConfig, int, np.random.Generator], ProbeTask]
+PROBE_TASKS: Registry[TaskLoader] = Registry("eval.tasks")
+
+
+@PROBE_TASKS.register("fashion-mnist")
+def _fashion_mnist(cfg: EvalConfig, image_size: int, rng: np.random.Generator) -> ProbeTask:
+    """Gallery from the train split, queries from the test split."""
+    xtr, ytr = load_fashion_mnist("train")
+    xte, yte = load_fashion_mnist("test")
+    g, q = _subset(len(xtr), cfg.gallery_size, rng), _subset(len(xte), cfg.query_size, rng)
+    return ProbeTask("fashion-mnist", _resize(xtr[g], image_size), ytr[g], _resize(xte[q], image_size), yte[q])
+
+
+@PROBE_TASKS.register("digits")
+def _digits(cfg: EvalConfig, image_size: int, rng: np.random.Generator) -> ProbeTask:
+    """scikit-learn's digits, out of domain: a 60/40 gallery/query split."""
+    x, y = load_digits_images(image_size)
+    perm = rng.permutation(len(x))
+    cut = int(0.6 * len(x))
+    g, q = np.sort(perm[:cut]), np.sort(perm[cut:])
+    return ProbeTask("digits", x[g], y[g], x[q], y[q])
+
+
 def load_probe_tasks(cfg: EvalConfig, image_size: int, seed: int = 0) -> list[ProbeTask]:
-    """Fashion-MNIST (gallery from train, queries from test) and digits (60/40 split)."""
+    """The tasks named in ``cfg.tasks``, in that order, drawn with one seeded generator.
+
+    Raises:
+        ValueError: for a task that is not registered in ``PROBE_TASKS``.
+    """
+    loaders = [PROBE_TASKS.get(name) for name in cfg.tasks]
     rng = np.random.default_rng(seed)
-    tasks = []
-    for name in cfg.tasks:
-        if name == "fashion-mnist":
-            xtr, ytr = load_fashion_mnist("train")
-            xte, yte = load_fashion_mnist("test")
-            g, q = _subset(len(xtr), cfg.gallery_size, rng), _subset(len(xte), cfg.query_size, rng)
-            tasks.append(ProbeTask(name, _resize(xtr[g], image_size), ytr[g], _resize(xte[q], image_size), yte[q]))
-        elif name == "digits":
-            x, y = load_digits_images(image_size)
-            perm = rng.permutation(len(x))
-            cut = int(0.6 * len(x))
-            g, q = np.sort(perm[:cut]), np.sort(perm[cut:])
-            tasks.append(ProbeTask(name, x[g], y[g], x[q], y[q]))
-        else:
-            raise ValueError(f"eval.tasks: unknown probe task {name!r}; allowed: ['fashion-mnist', 'digits']")
-    return tasks
+    return [load(cfg, image_size, rng) for load in loaders]
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,3 @@ def load_backbone(model: nn.Module, arrays: Mapping[str, np.ndarray]) -> None:
     """Load backbone arrays into ``model.backbone``; every key must match (``strict``)."""
     model.backbone.load_state_dict(strip_prefix(to_torch(arrays)), strict=True)
 
-
-def num_bytes(arrays: Mapping[str, np.ndarray]) -> int:
-    return int(sum(a.nbytes for a in arrays.values()))

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from fedssl.round_record import RoundRecord
+
 
 def latest_run(outputs: Path, since: float = 0.0) -> Path | None:
     runs = [p.parent for p in outputs.glob("*/metrics.json") if p.stat().st_mtime >= since]
@@ -15,13 +17,13 @@ def latest_run(outputs: Path, since: float = 0.0) -> Path | None:
 
 def summarize(metrics: dict) -> str:
     """The final round beside every baseline: kNN at the selection k, kNN at the report k, linear probe."""
-    lines = [f"run {metrics['run_id']}: {metrics['status']}, {len(metrics['rounds'])} rounds"]
-    tasks = sorted({t for r in metrics["rounds"] for t in r.get("knn", {})})
+    rounds = [RoundRecord.from_dict(r) for r in metrics["rounds"]]
+    lines = [f"run {metrics['run_id']}: {metrics['status']}, {len(rounds)} rounds"]
+    tasks = sorted({t for r in rounds for t in r.knn})
     config = metrics.get("config", {})
     k, report_k = config.get("eval.knn-k", "k"), config.get("eval.report-k", "k")
-    final = metrics["rounds"][-1] if metrics["rounds"] else {}
-    rows = [("federated", {"knn": final.get("knn", {}), "knn_report": final.get("knn_report", {}),
-                           "linear": final.get("linear", {})})]
+    final = rounds[-1] if rounds else RoundRecord(round=0, sampled=0, available=0)
+    rows = [("federated", {"knn": final.knn, "knn_report": final.knn_report, "linear": final.linear})]
     probes = metrics.get("baseline_probes", {})
     rows += [(name, probes.get(name, {"knn": scores})) for name, scores in metrics["baselines"].items()]
     columns = [("knn", f"kNN@{k}"), ("knn_report", f"kNN@{report_k}"), ("linear", "linear")]

@@ -29,6 +29,7 @@ from fedssl.ssl.base import SSLModel
 log = logging.getLogger(__name__)
 COLLAPSE_SAMPLE = 512  # a fixed sample of local images, embedded without augmentation
 StepHook = Callable[[int, float], None]  # (step, loss) after every optimiser step; benchmarks time with it
+ViewTransform = Callable[[torch.Tensor], torch.Tensor]  # uint8 (C, H, W) -> one random normalised view
 
 
 @dataclass(frozen=True)
@@ -86,13 +87,16 @@ def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch
 
 def train_local(model: SSLModel, images: np.ndarray, model_cfg: ModelConfig, train_cfg: TrainConfig,
                 seed: int, max_samples: int = 0, *, position: RoundPosition = RoundPosition(),
-                optimizer_state: dict[str, Any] | None = None, on_step: StepHook | None = None) -> LocalResult:
+                optimizer_state: dict[str, Any] | None = None, on_step: StepHook | None = None,
+                transform: ViewTransform | None = None) -> LocalResult:
     """Run ``local_epochs`` of SSL on ``images`` (uint8 ``(N, C, H, W)``).
 
     Each epoch visits a random sample of ``max_samples`` images (all if 0) in batches of
     ``batch_size`` (a device with fewer images trains on one smaller batch), capped at
     ``max_steps`` steps. ``optimizer_state`` (from the previous round's result) resumes Adam's
-    moments; the result carries the new state.
+    moments; the result carries the new state. Hooks for benchmarks and experiments: ``on_step``
+    is called after every optimiser step; ``transform`` (one random view of a uint8 image) replaces
+    the configured augmentation.
     Raises:
         ValueError: if there are fewer than 2 images (no pair to contrast).
         FloatingPointError: if the loss stops being finite.
@@ -118,7 +122,8 @@ def train_local(model: SSLModel, images: np.ndarray, model_cfg: ModelConfig, tra
             log.warning("optimizer state from the last round does not fit (%s); starting afresh", exc)
     model.train()
     start, losses, seen, lr = time.perf_counter(), [], 0, train_cfg.lr
-    for step, (view_a, view_b) in enumerate(_two_view_batches(images, model_cfg, train_cfg, batch_size, seed)):
+    batches = _two_view_batches(images, model_cfg, train_cfg, batch_size, seed, transform)
+    for step, (view_a, view_b) in enumerate(batches):
         if step >= steps_per_round:
             break
         lr = learning_rate(train_cfg, position, step, steps_per_round)
@@ -150,13 +155,13 @@ def train_local(model: SSLModel, images: np.ndarray, model_cfg: ModelConfig, tra
 
 
 def _two_view_batches(images: np.ndarray, model_cfg: ModelConfig, train_cfg: TrainConfig, batch_size: int,
-                      seed: int):
+                      seed: int, transform: ViewTransform | None = None):
     """Endless ``(view_a, view_b)`` batches, epoch after epoch, from the chosen augmentation pipeline."""
     mean, std = normalization(model_cfg.in_channels)
     generator = torch.Generator().manual_seed(seed)
-    if train_cfg.augmentation == "per-sample":
-        dataset = TwoViewDataset(images, ssl_augmentation(model_cfg.image_size, model_cfg.in_channels, mean, std,
-                                                          train_cfg.augmentation_params()))
+    if train_cfg.augmentation == "per-sample" or transform is not None:
+        dataset = TwoViewDataset(images, transform or ssl_augmentation(
+            model_cfg.image_size, model_cfg.in_channels, mean, std, train_cfg.augmentation_params()))
         while True:
             yield from DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator)
     augment = BatchAugment(mean, std, train_cfg.augmentation_params())

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Copy the Grafana dashboard into the kustomize base. kustomize refuses files outside a
 # kustomization's root, so k8s/base/monitoring/fedssl.json is a copy of the one source,
-# docker/monitoring/grafana/dashboards/fedssl.json; tests/test_k8s.py fails when they differ.
+# docker/monitoring/grafana/dashboards/fedssl.json; tests/test_k8s_config.py fails when they differ.
 #   k8s/sync-dashboard.sh           copy
 #   k8s/sync-dashboard.sh --check   exit 1 if the copy is stale (copies nothing)
 set -euo pipefail

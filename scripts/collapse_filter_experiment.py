@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-from federation import LocalDeployment  # noqa: E402
+from fedssl.round_record import read_metrics
+from launcher.deployment import LocalDeployment
+from launcher.flwr_cli import REPO
 
 NODES = 10
 COLLAPSED = (3, 7)
@@ -32,13 +31,12 @@ def run(name: str, collapsed: tuple[int, ...], filter_on: bool, run_config: dict
         # a collapsed encoder's large constant output); key/shape/NaN validation always stays on.
         screening = {} if filter_on else {"filter.enabled": False, "filter.max-norm-ratio": 1e9}
         run_dir = fed.run({**run_config, **screening}, timeout=3600)
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-    rounds = metrics["rounds"]
+        metrics, rounds = read_metrics(run_dir)
     return {
         "name": name, "collapsed_partitions": list(collapsed), "filter": filter_on,
-        "knn_fashion_mnist": rounds[-1]["knn"]["fashion-mnist"],
-        "knn_per_round": [r["knn"]["fashion-mnist"] for r in rounds],
-        "excluded_per_round": [sorted((int(e["partition_id"]), e["reason"]) for e in r["excluded"]) for r in rounds],
+        "knn_fashion_mnist": rounds[-1].knn["fashion-mnist"],
+        "knn_per_round": [r.knn["fashion-mnist"] for r in rounds],
+        "excluded_per_round": [sorted((int(e.partition_id), e.reason) for e in r.excluded) for r in rounds],
         "baselines": metrics["baselines"], "wall_seconds": time.monotonic() - started,
     }
 

@@ -5,15 +5,14 @@ Appends one record per variant to bench/results/recipe_search.json (key: variant
 backbones go to /tmp/recipe-search-ckpt. The committed results were scored before the probe
 centred encoder embeddings (``knn_fc``/``knn_prefc``: uncentred; pixels: centred).
 Reuses fedssl.train.train_local, fedssl.ssl.build_ssl_model, fedssl.probe / fedssl.knn unchanged;
-variants are monkeypatches applied only inside this process.
+variants are train-config values (``train.optimizer``, ``train.lr``, ``train.schedule``), a backbone
+passed to build_ssl_model, and, for augmentations no config key describes, train_local's ``transform`` hook.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import math
 import time
 from pathlib import Path
 
@@ -21,15 +20,15 @@ import numpy as np
 import torch
 from torch import nn
 
-import fedssl.train as ftrain
 from fedssl._torchvision import transforms_v2 as T
-from fedssl.augment import normalization, ssl_augmentation
+from fedssl.augment import normalization
 from fedssl.config import EvalConfig, ModelConfig, SSLConfig, TrainConfig
 from fedssl.data.fashion_mnist import load_fashion_mnist
 from fedssl.knn import embed, knn_top1
 from fedssl.models.encoders import SmallCNN
 from fedssl.probe import evaluate_backbone, evaluate_pixels, load_probe_tasks
 from fedssl.ssl import build_ssl_model
+from fedssl.train import train_local
 
 torch.set_num_threads(1)  # one core: the other is left to whatever else runs
 
@@ -41,16 +40,6 @@ MODEL = ModelConfig()
 
 
 # ---------------------------------------------------------------- architecture variants
-class SpatialSmallCNN(SmallCNN):
-    """SmallCNN whose last block keeps the 3x3 layout: flatten 256x3x3 -> Linear -> 128."""
-
-    def __init__(self, in_channels: int = 1, embedding_dim: int = 128, width: int = 32) -> None:
-        super().__init__(in_channels, embedding_dim, width)
-        assert isinstance(self.features[-2], nn.AdaptiveAvgPool2d)
-        self.features[-2] = nn.Identity()
-        self.fc = nn.Linear(8 * width * 9, embedding_dim)
-
-
 class PreFC(nn.Module):
     """View of a backbone that stops before its fc (for the pre-fc kNN probe)."""
 
@@ -62,12 +51,21 @@ class PreFC(nn.Module):
         return self.net.features(x)
 
 
+class SpatialSmallCNN(SmallCNN):
+    """SmallCNN whose last block keeps the 3x3 layout: flatten 256x3x3 -> Linear -> 128."""
+
+    def __init__(self, in_channels: int = 1, embedding_dim: int = 128, width: int = 32) -> None:
+        super().__init__(in_channels, embedding_dim, width)
+        assert isinstance(self.features[-2], nn.AdaptiveAvgPool2d)
+        self.features[-2] = nn.Identity()
+        self.fc = nn.Linear(8 * width * 9, embedding_dim)
+
+
+ARCHS = {"smallcnn": SmallCNN, "spatial": SpatialSmallCNN}
+
+
 def make_backbone(arch: str) -> nn.Module:
-    if arch == "smallcnn":
-        return SmallCNN(MODEL.in_channels, MODEL.embedding_dim)
-    if arch == "spatial":
-        return SpatialSmallCNN(MODEL.in_channels, MODEL.embedding_dim)
-    raise ValueError(arch)
+    return ARCHS[arch](MODEL.in_channels, MODEL.embedding_dim)
 
 
 # ---------------------------------------------------------------- augmentation variants
@@ -95,47 +93,16 @@ def aug_strong(size, channels, mean, std):
     ])
 
 
-AUGS = {"default": ssl_augmentation, "mild": aug_mild, "strong": aug_strong}
+AUGS = {"mild": aug_mild, "strong": aug_strong}  # "default": the configured pipeline
 
 
 # ---------------------------------------------------------------- optimiser variants
-@contextlib.contextmanager
-def patched_optimizer(kind: str, total_steps: int, model):
-    """Replace the torch.optim.Adam that train_local builds; step a cosine schedule via after_step."""
-    if kind == "adam":
-        yield
-        return
-    orig_adam = torch.optim.Adam
-    holder = {}
-
-    def factory(params, lr, weight_decay):
-        if kind == "adam3e-3cos":
-            opt = orig_adam(params, lr=3e-3, weight_decay=weight_decay)
-        elif kind == "adam3e-4":
-            opt = orig_adam(params, lr=3e-4, weight_decay=weight_decay)
-        elif kind == "sgd0.06cos":
-            opt = torch.optim.SGD(params, lr=0.06, momentum=0.9, weight_decay=5e-4)
-        else:
-            raise ValueError(kind)
-        def cosine(s: int) -> float:
-            return 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))
-
-        holder["sched"] = torch.optim.lr_scheduler.LambdaLR(opt, (lambda s: 1.0) if kind == "adam3e-4" else cosine)
-        return opt
-
-    orig_after = model.after_step
-
-    def after_step():
-        orig_after()
-        holder["sched"].step()
-
-    torch.optim.Adam = factory
-    model.after_step = after_step
-    try:
-        yield
-    finally:
-        torch.optim.Adam = orig_adam
-        model.after_step = orig_after
+OPTIMIZERS = {  # train config values; "cos": cosine decay over the run's steps (train.schedule)
+    "adam": {},
+    "adam3e-3cos": {"optimizer": "adam", "lr": 3e-3, "schedule": "cosine"},
+    "adam3e-4": {"optimizer": "adam", "lr": 3e-4},
+    "sgd0.06cos": {"optimizer": "sgd", "lr": 0.06, "weight_decay": 5e-4, "schedule": "cosine"},
+}
 
 
 # ---------------------------------------------------------------- variants
@@ -195,19 +162,14 @@ def seed_all(seed: int) -> None:
 def run_variant(name: str, images_budget: int, seed: int, tasks, x_train) -> dict:
     spec = parse_variant(name)
     seed_all(seed)
-    backbone = make_backbone(spec["arch"])
     ssl_cfg = SSLConfig(temperature=spec["temperature"])
-    model = build_ssl_model(ssl_cfg, MODEL, backbone=backbone)
+    model = build_ssl_model(ssl_cfg, MODEL, backbone=make_backbone(spec["arch"]))
     steps = images_budget // spec["bs"]
-    train_cfg = TrainConfig(local_epochs=100, batch_size=spec["bs"], max_steps=steps)
-    orig_aug = ftrain.ssl_augmentation
-    ftrain.ssl_augmentation = AUGS[spec["aug"]]
+    train_cfg = TrainConfig(local_epochs=100, batch_size=spec["bs"], max_steps=steps, **OPTIMIZERS[spec["opt"]])
+    mean, std = normalization(MODEL.in_channels)
+    transform = None if spec["aug"] == "default" else AUGS[spec["aug"]](MODEL.image_size, MODEL.in_channels, mean, std)
     t0 = time.perf_counter()
-    try:
-        with patched_optimizer(spec["opt"], steps, model):
-            res = ftrain.train_local(model, x_train, MODEL, train_cfg, seed=seed)
-    finally:
-        ftrain.ssl_augmentation = orig_aug
+    res = train_local(model, x_train, MODEL, train_cfg, seed=seed, transform=transform)
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     scores = probe_both(model.backbone, tasks)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -18,7 +19,6 @@ from server_app.metrics_exporter import MetricsExporter
 from server_app.outputs import RunOutputs
 from server_app.strategy import FedSSL
 
-INFO = 20
 app = ServerApp()
 
 
@@ -50,8 +50,8 @@ def main(grid: Grid, context: Context) -> None:
     done = 0
     if checkpoint is not None:
         arrays, done = checkpoint["arrays"], checkpoint["round"]
-        log(INFO, "[fedssl] resuming %s after round %d of %d", outputs.root, done, cfg.num_rounds)
-    log(INFO, "[fedssl] outputs in %s", outputs.root.resolve())
+        log(logging.INFO, "[fedssl] resuming %s after round %d of %d", outputs.root, done, cfg.num_rounds)
+    log(logging.INFO, "[fedssl] outputs in %s", outputs.root.resolve())
 
     # 2. The strategy and the per-round evaluation on probe tasks.
     strategy = FedSSL(cfg, arrays, round_offset=done)
@@ -69,8 +69,8 @@ def main(grid: Grid, context: Context) -> None:
             evaluate_fn=evaluator,
         )
     outputs.finish(strategy.global_arrays)
-    log(INFO, "[fedssl] finished: %s", outputs.root / "encoder.pt")
-    log(INFO, "[fedssl] best model per task (best/<task>.pt) from %s", outputs.best_summary())
+    log(logging.INFO, "[fedssl] finished: %s", outputs.root / "encoder.pt")
+    log(logging.INFO, "[fedssl] best model per task (best/<task>.pt) from %s", outputs.best_summary())
 
 
 def _observers(cfg: RunConfig, strategy: FedSSL, run_id: int) -> list:

@@ -6,8 +6,10 @@ raw-pixel and random-init baselines) and after every round.
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import Protocol
 
 import numpy as np
 from flwr.app import ArrayRecord, MetricRecord
@@ -16,18 +18,25 @@ from flwr.common.logger import log
 from fedssl.config import RunConfig
 from fedssl.models.encoders import build_encoder
 from fedssl.probe import ProbeScores, ProbeTask, probe_backbone, probe_pixels
+from fedssl.round_record import RoundRecord
 from fedssl.state import strip_prefix, to_torch
 from server_app.outputs import RunOutputs
 from server_app.strategy import FedSSL
 
-INFO = 20
+
+class RoundObserver(Protocol):
+    """Told about every closed round (the Prometheus exporter is one)."""
+
+    def observe_round(self, record: RoundRecord, best: Mapping[str, Mapping[str, float]],
+                      baselines: Mapping[str, Mapping[str, float]]) -> None:
+        """``best``: per task ``{"round", "score"}``; ``baselines``: per baseline, kNN top-1 per task."""
 
 
 class RoundEvaluator:
     """``evaluate_fn`` for ``Strategy.start``: scores the global backbone and closes the round's record."""
 
     def __init__(self, cfg: RunConfig, strategy: FedSSL, outputs: RunOutputs, tasks: list[ProbeTask],
-                 observers: list[Any] | None = None) -> None:
+                 observers: list[RoundObserver] | None = None) -> None:
         self.cfg = cfg
         self.strategy = strategy
         self.outputs = outputs
@@ -44,22 +53,21 @@ class RoundEvaluator:
         if server_round == 0:
             return self._baselines(np_arrays)
         started = time.perf_counter()
-        entry = self.strategy.round_entry
-        last = entry["round"] >= self.cfg.num_rounds
+        trained = self.strategy.round_record(server_round)
+        last = trained.round >= self.cfg.num_rounds
         probes = self.score(np_arrays, linear=last)  # the linear probe costs seconds: final round only
-        scores = probes.knn
-        entry.update({"knn": scores, "knn_report": probes.knn_report, "eval_seconds": time.perf_counter() - started,
-                      "seconds": time.perf_counter() - self.strategy.round_started})
-        if probes.linear:
-            entry["linear"] = probes.linear
-        improved = self.outputs.record_round(entry, np_arrays, self.strategy.state())
-        knn = "  ".join(f"{t}={s:.4f}{'*' if t in improved else ''}" for t, s in scores.items())
-        log(INFO, "[fedssl] round %d/%d  loss=%.4f  clients %d/%d accepted (%d excluded, %d failed)  "
-            "kNN %s  %.1fs", entry["round"], self.cfg.num_rounds, entry["loss"], entry["accepted"],
-            entry["sampled"], len(entry["excluded"]), entry["failed"], knn, entry["seconds"])
+        record = trained.evaluated(probes.knn, probes.knn_report, probes.linear,
+                                   eval_seconds=time.perf_counter() - started,
+                                   seconds=time.perf_counter() - self.strategy.round_started)
+        improved = self.outputs.record_round(record, np_arrays, self.strategy.state())
+        knn = "  ".join(f"{t}={s:.4f}{'*' if t in improved else ''}" for t, s in record.knn.items())
+        log(logging.INFO, "[fedssl] round %d/%d  loss=%.4f  clients %d/%d accepted (%d excluded, %d failed)  "
+            "kNN %s  %.1fs", record.round, self.cfg.num_rounds, record.loss, record.accepted,
+            record.sampled, len(record.excluded), record.failed, knn, record.seconds)
         for observer in self.observers:
-            observer.observe_round(entry, self.outputs.metrics)
-        return MetricRecord({f"knn-{t}": s for t, s in scores.items()})
+            observer.observe_round(record, best=self.outputs.metrics["best"],
+                                   baselines=self.outputs.metrics["baselines"])
+        return MetricRecord({f"knn-{t}": s for t, s in record.knn.items()})
 
     def _baselines(self, initial: dict[str, np.ndarray]) -> MetricRecord:
         baselines = self.outputs.metrics["baselines"]
@@ -73,5 +81,6 @@ class RoundEvaluator:
             self.outputs.record_initial(initial, random_init.knn)
             self.outputs.write_metrics()
         for name, scores in baselines.items():
-            log(INFO, "[fedssl] baseline %-11s kNN %s", name, "  ".join(f"{t}={s:.4f}" for t, s in scores.items()))
+            log(logging.INFO, "[fedssl] baseline %-11s kNN %s", name,
+                "  ".join(f"{t}={s:.4f}" for t, s in scores.items()))
         return MetricRecord({f"{n}-{t}": s for n, sc in baselines.items() for t, s in sc.items()})

@@ -9,6 +9,7 @@ label capped at ``max_devices`` distinct values. Every name starts with
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -22,9 +23,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from fedssl import reply
 from fedssl.config import RunConfig
-from server_app.updates import REASONS
+from fedssl.round_record import RoundRecord
+from server_app.screening import REASONS
 
-INFO, WARNING = 20, 30
 ADDR_ENV, LINGER_ENV, MAX_DEVICES_ENV = "FEDSSL_METRICS_ADDR", "FEDSSL_METRICS_LINGER_S", "FEDSSL_METRICS_MAX_DEVICES"
 DEFAULT_ADDR, DEFAULT_LINGER_S, DEFAULT_MAX_DEVICES = "0.0.0.0", 30.0, 64
 BIND_RETRY_S = 60.0  # the previous run's ServerApp may still hold the port for a few seconds
@@ -155,49 +156,51 @@ class MetricsExporter:
                                           "Replies from devices beyond the device label cap", registry=r)
 
     # --- the observer --------------------------------------------------------------
-    def observe_round(self, entry: Mapping[str, Any], metrics: Mapping[str, Any]) -> None:
-        """Record a closed round (an entry of metrics.json's ``rounds``; ``metrics`` is the whole file)."""
-        excluded = [e["reason"] if e["reason"] in REASONS else "other" for e in entry["excluded"]]
-        self.round_seconds.set(entry["seconds"])
-        self.aggregation_seconds.set(entry["aggregation_seconds"])
-        self.evaluation_seconds.set(entry.get("eval_seconds", 0.0))
-        self.nodes_available.set(entry["available"])
-        self.nodes_sampled.set(entry["sampled"])
-        for gauge, counter, value in ((self.round_replies, self.replies_total, entry["replied"]),
-                                      (self.round_failed, self.failed_total, entry["failed"]),
-                                      (self.round_accepted, self.accepted_total, entry["accepted"])):
+    def observe_round(self, record: RoundRecord, best: Mapping[str, Mapping[str, float]],
+                      baselines: Mapping[str, Mapping[str, float]]) -> None:
+        """Record a closed round; ``best`` and ``baselines`` are the run's so far (as in metrics.json)."""
+        excluded = [e.reason if e.reason in REASONS else "other" for e in record.excluded]
+        self.round_seconds.set(record.seconds)
+        self.aggregation_seconds.set(record.aggregation_seconds)
+        self.evaluation_seconds.set(record.eval_seconds)
+        self.nodes_available.set(record.available)
+        self.nodes_sampled.set(record.sampled)
+        for gauge, counter, value in ((self.round_replies, self.replies_total, record.replied),
+                                      (self.round_failed, self.failed_total, record.failed),
+                                      (self.round_accepted, self.accepted_total, record.accepted)):
             gauge.set(value)
             counter.inc(value)
         for reason in set(REASONS) | set(excluded):
             self.round_excluded.labels(reason).set(excluded.count(reason))
             self.excluded_total.labels(reason).inc(excluded.count(reason))
-        self.loss.set(entry["loss"])
-        self.examples.set(entry["num_examples"])
-        self.received_bytes.set(entry["bytes_received"])
-        self.received_total.inc(entry["bytes_received"])
+        self.loss.set(record.loss)
+        self.examples.set(record.num_examples)
+        self.received_bytes.set(record.bytes_received)
+        self.received_total.inc(record.bytes_received)
         self.model_norm.set(global_norm(self.global_arrays()))
-        self._observe_knn(entry, metrics)
-        self._observe_devices(entry)
+        self._observe_knn(record, best, baselines)
+        self._observe_devices(record)
         # Last: a scrape that sees the new round number sees everything else of that round too.
         self.last_round_time.set(time.time())
         self.rounds_total.inc()
-        self.round.set(entry["round"])
-        if entry["round"] >= self.cfg.num_rounds:
+        self.round.set(record.round)
+        if record.round >= self.cfg.num_rounds:
             self.linger()
 
-    def _observe_knn(self, entry: Mapping[str, Any], metrics: Mapping[str, Any]) -> None:
-        for task, score in entry.get("knn", {}).items():
+    def _observe_knn(self, record: RoundRecord, best: Mapping[str, Mapping[str, float]],
+                     baselines: Mapping[str, Mapping[str, float]]) -> None:
+        for task, score in record.knn.items():
             self.knn.labels(task).set(score)
-        for task, best in metrics.get("best", {}).items():
-            self.knn_best.labels(task).set(best["score"])
-            self.knn_best_round.labels(task).set(best["round"])
-        for baseline, scores in metrics.get("baselines", {}).items():
+        for task, top in best.items():
+            self.knn_best.labels(task).set(top["score"])
+            self.knn_best_round.labels(task).set(top["round"])
+        for baseline, scores in baselines.items():
             for task, score in scores.items():
                 self.knn_baseline.labels(task, baseline).set(score)
 
-    def _observe_devices(self, entry: Mapping[str, Any]) -> None:
+    def _observe_devices(self, record: RoundRecord) -> None:
         seen: set[str] = set()
-        for client in entry["clients"]:
+        for client in record.clients:
             if client.get(reply.SKIPPED, 0.0):
                 trained = False
             else:
@@ -209,7 +212,7 @@ class MetricsExporter:
             if label is None:
                 self.devices_unlabelled.inc()
                 continue
-            self.device_last_round.labels(label).set(entry["round"])
+            self.device_last_round.labels(label).set(record.round)
             if trained:
                 seen.add(label)
                 for key, (gauge, scale) in self.device.items():
@@ -217,10 +220,10 @@ class MetricsExporter:
         for gone in {lb for lb in self.devices.values() if lb not in seen}:  # no stale values of absent devices
             for gauge, _ in self.device.values():
                 _remove(gauge, gone)
-        for e in entry["excluded"]:
-            label = self.device_label(e["node_id"], e.get("partition_id", -1))
+        for e in record.excluded:
+            label = self.device_label(e.node_id, e.partition_id)
             if label is not None:
-                self.device_excluded.labels(label, e["reason"] if e["reason"] in REASONS else "other").inc()
+                self.device_excluded.labels(label, e.reason if e.reason in REASONS else "other").inc()
 
     def device_label(self, node_id: int, partition_id: float) -> str | None:
         """``p<partition-id>`` for simulated shards, ``n<node-id>`` for devices with their own data.
@@ -243,17 +246,18 @@ class MetricsExporter:
             while not self._closed.is_set():
                 try:
                     self._server, _ = start_http_server(port, addr, registry=self.registry)
-                    log(INFO, "[fedssl] Prometheus metrics on http://%s:%d/metrics", addr, port)
+                    log(logging.INFO, "[fedssl] Prometheus metrics on http://%s:%d/metrics", addr, port)
                     return
                 except OSError as exc:
                     if time.monotonic() > retry_until:
-                        log(WARNING, "[fedssl] no metrics for this run: cannot listen on %s:%d (%s)", addr, port, exc)
+                        log(logging.WARNING, "[fedssl] no metrics for this run: cannot listen on %s:%d (%s)",
+                            addr, port, exc)
                         return
                 self._closed.wait(1.0)
 
         try:
             self._server, _ = start_http_server(port, addr, registry=self.registry)
-            log(INFO, "[fedssl] Prometheus metrics on http://%s:%d/metrics", addr, port)
+            log(logging.INFO, "[fedssl] Prometheus metrics on http://%s:%d/metrics", addr, port)
         except OSError:
             threading.Thread(target=bind, args=(time.monotonic() + BIND_RETRY_S,), daemon=True,
                              name="fedssl-metrics-bind").start()

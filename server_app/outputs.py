@@ -18,6 +18,7 @@ from fedssl.atomic import atomic_write_json
 from fedssl.checkpoint import atomic_torch_save, save_encoder
 from fedssl.config import RunConfig
 from fedssl.plot import plot_knn
+from fedssl.round_record import SCHEMA_VERSION, RoundRecord
 from fedssl.state import strip_prefix, to_torch
 
 CHECKPOINT = "checkpoint.pt"
@@ -31,7 +32,8 @@ class RunOutputs:
         self.root = root
         self.cfg = cfg
         self.metrics: dict[str, Any] = {
-            "run_id": run_id, "status": "running", "started": time.time(), "config": cfg.to_flat(),
+            "schema_version": SCHEMA_VERSION, "run_id": run_id, "status": "running", "started": time.time(),
+            "config": cfg.to_flat(),
             "baselines": {}, "baseline_probes": {}, "rounds": [], "best": {},
         }
 
@@ -62,20 +64,20 @@ class RunOutputs:
             self.metrics["best"][task] = {"round": 0, "score": score}
             self.save_encoder(self.root / "best" / f"{task}.pt", arrays, round=0, task=task, knn_top1=score)
 
-    def record_round(self, entry: dict[str, Any], arrays: dict[str, np.ndarray],
+    def record_round(self, record: RoundRecord, arrays: dict[str, np.ndarray],
                      extra_state: dict[str, Any]) -> list[str]:
         """Append a round, update best-per-task, write checkpoint and metrics; returns improved tasks."""
-        self.metrics["rounds"].append(entry)
+        self.metrics["rounds"].append(record.to_dict())
         improved = []
-        for task, score in entry.get("knn", {}).items():
+        for task, score in record.knn.items():
             best = self.metrics["best"].get(task)
             if best is None or score > best["score"]:
-                self.metrics["best"][task] = {"round": entry["round"], "score": score}
-                self.save_encoder(self.root / "best" / f"{task}.pt", arrays, round=entry["round"],
+                self.metrics["best"][task] = {"round": record.round, "score": score}
+                self.save_encoder(self.root / "best" / f"{task}.pt", arrays, round=record.round,
                                   task=task, knn_top1=score)
                 improved.append(task)
         atomic_torch_save(self.root / CHECKPOINT, {
-            "round": entry["round"], "arrays": arrays, "metrics": self.metrics, **extra_state})
+            "round": record.round, "arrays": arrays, "metrics": self.metrics, **extra_state})
         self.write_metrics()
         return improved
 
@@ -88,8 +90,9 @@ class RunOutputs:
                      ssl_method=self.cfg.ssl.method, **extra)
 
     def finish(self, arrays: dict[str, np.ndarray]) -> None:
-        last = self.metrics["rounds"][-1] if self.metrics["rounds"] else {"round": 0, "knn": {}}
-        self.save_encoder(self.root / "encoder.pt", arrays, round=last["round"], knn=last.get("knn", {}))
+        rounds = self.metrics["rounds"]
+        last = RoundRecord.from_dict(rounds[-1]) if rounds else RoundRecord(round=0, sampled=0, available=0)
+        self.save_encoder(self.root / "encoder.pt", arrays, round=last.round, knn=last.knn)
         self.metrics["status"] = "completed"
         self.metrics["finished"] = time.time()
         self.write_metrics()

@@ -6,8 +6,10 @@ overridden; Flower's ``start()`` drives the rounds.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -18,19 +20,18 @@ from flwr.serverapp.strategy import FedAvg
 
 from fedssl import reply
 from fedssl.config import RunConfig
+from fedssl.round_record import ClientReport, Exclusion, RoundRecord
 from server_app.aggregation import build_rule
-from server_app.filtering import check_collapse
-from server_app.updates import (
+from server_app.screening import (
     SKIPPED,
     ClientUpdate,
     DecodedOnAccess,
     RejectedUpdate,
+    check_collapse,
     check_metrics,
     check_norms,
     check_structure,
 )
-
-WARNING = 30
 
 
 class FedSSL(FedAvg):
@@ -46,15 +47,16 @@ class FedSSL(FedAvg):
         self.rule = build_rule(cfg.aggregation)
         self.global_arrays = global_arrays
         self.round_offset = round_offset
-        self.round_entry: dict[str, Any] = {}
         self.round_started = time.perf_counter()
+        self._sampling = RoundRecord(round=round_offset, sampled=0, available=0)  # of the round in flight
+        self._last: RoundRecord | None = None  # of the last aggregated round
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         self.round_started = time.perf_counter()
         messages = list(super().configure_train(server_round + self.round_offset, arrays, config, grid))
-        self.round_entry = {"round": server_round + self.round_offset, "sampled": len(messages),
-                            "available": len(list(grid.get_node_ids()))}
+        self._sampling = RoundRecord(round=server_round + self.round_offset, sampled=len(messages),
+                                     available=len(list(grid.get_node_ids())))
         return messages
 
     def aggregate_train(self, server_round: int,
@@ -70,25 +72,37 @@ class FedSSL(FedAvg):
                 [u.loss for u in accepted], self.global_arrays)
             new_arrays = ArrayRecord(array_dict={k: Array(v) for k, v in self.global_arrays.items()})
         else:
-            log(WARNING, "round %s: every reply was excluded; the global model stays as it was",
-                self.round_entry.get("round"))
+            log(logging.WARNING, "round %s: every reply was excluded; the global model stays as it was",
+                self._sampling.round)
         total = sum(u.num_examples for u in accepted)
         loss = sum(u.loss * u.num_examples for u in accepted) / total if total else float("nan")
-        self.round_entry.update({
-            "replied": len(valid), "failed": len(failed), "accepted": len(accepted), "excluded": excluded,
-            "loss": loss, "num_examples": total, "clients": clients,
-            "bytes_received": int(sum(m.content[reply.ARRAYS].count_bytes() for m in valid
-                                      if reply.ARRAYS in m.content.array_records)),
-            "aggregation_seconds": time.perf_counter() - started,
-        })
+        self._last = replace(
+            self._sampling, round=server_round + self.round_offset, replied=len(valid), failed=len(failed),
+            accepted=len(accepted), excluded=tuple(excluded), loss=loss, num_examples=total, clients=tuple(clients),
+            bytes_received=int(sum(m.content[reply.ARRAYS].count_bytes() for m in valid
+                                   if reply.ARRAYS in m.content.array_records)),
+            aggregation_seconds=time.perf_counter() - started,
+        )
         metrics = MetricRecord({"loss": loss if accepted else 0.0, "accepted": len(accepted)})
         return new_arrays, metrics
 
-    def _screen(self, valid: list[Message]) -> tuple[list[ClientUpdate], list[dict], list[dict]]:
+    def round_record(self, server_round: int) -> RoundRecord:
+        """The record of ``server_round`` (Flower's count, from 1 in this ServerApp), once it is aggregated.
+
+        Raises:
+            LookupError: if that round has not been aggregated (its record would be another round's).
+        """
+        expected = server_round + self.round_offset
+        if self._last is None or self._last.round != expected:
+            raise LookupError(f"round {expected} has no record yet (last aggregated: "
+                              f"{self._last.round if self._last else None})")
+        return self._last
+
+    def _screen(self, valid: list[Message]) -> tuple[list[ClientUpdate], list[Exclusion], list[ClientReport]]:
         """Validate every reply, drop collapsed ones and norm outliers; the reasons are recorded."""
         candidates: list[ClientUpdate] = []
-        excluded: list[dict] = []
-        clients: list[dict] = []
+        excluded: list[Exclusion] = []
+        clients: list[ClientReport] = []
         for msg in valid:
             node = msg.metadata.src_node_id
             metrics = dict(msg.content.metric_records.get(reply.METRICS, {}))
@@ -104,9 +118,9 @@ class FedSSL(FedAvg):
             if update.node_id in outliers:
                 excluded.append(_exclusion(update.node_id, update.metrics, outliers[update.node_id]))
         accepted = [u for u in candidates if u.node_id not in outliers]
-        for entry in excluded:
-            log(WARNING, "round %s: excluded node %s (%s): %s", self.round_entry.get("round"),
-                entry["node_id"], entry["reason"], entry["detail"])
+        for exclusion in excluded:
+            log(logging.WARNING, "round %s: excluded node %s (%s): %s", self._sampling.round,
+                exclusion.node_id, exclusion.reason, exclusion.detail)
         return accepted, excluded, clients
 
     def _parse(self, node: int, msg: Message, metrics: dict[str, float]) -> ClientUpdate:
@@ -124,6 +138,6 @@ class FedSSL(FedAvg):
         return {"global_arrays": self.global_arrays}
 
 
-def _exclusion(node: int, metrics: dict[str, float], rejected: RejectedUpdate) -> dict[str, Any]:
-    return {"node_id": node, "partition_id": metrics.get(reply.PARTITION_ID, -1), "reason": rejected.reason,
-            "detail": rejected.detail}
+def _exclusion(node: int, metrics: dict[str, float], rejected: RejectedUpdate) -> Exclusion:
+    return Exclusion(node_id=node, partition_id=metrics.get(reply.PARTITION_ID, -1), reason=rejected.reason,
+                     detail=rejected.detail)

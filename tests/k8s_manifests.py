@@ -1,4 +1,4 @@
-"""Render and walk the Kubernetes manifests of k8s/ offline, for tests/test_k8s.py.
+"""Render and walk the Kubernetes manifests of k8s/ offline, for tests/test_k8s_*.py.
 
 ``rendered(overlay)`` is the output of ``kubectl kustomize k8s/overlays/<overlay>``;
 ``script_secrets(objs)`` what ``k8s/create-secrets.sh --print`` makes for that overlay. The rest
@@ -27,6 +27,29 @@ FLAGS = yaml.safe_load((REPO / "docker" / "flags.yaml").read_text())
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 VERSION = PYPROJECT["project"]["version"]
 JETSON_NODES = ("jetson-a", "jetson-b")  # the node names create-secrets.sh is given here
+K8S_VERSION = "1.32"  # the API the manifests are validated against (kubectl here is 1.32) ...
+OLDEST_K8S = "1.28"  # ... and the oldest they support: the pod-index label is 1.28's
+# A strict schema for the part of monitoring.coreos.com/v1 ServiceMonitor used here: the Prometheus
+# Operator's CRD is not bundled with kubernetes-validate. Field names and the duration pattern are
+# the CRD's; any other field fails.
+DURATION = r"^(0|(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
+_STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}
+SERVICEMONITOR_SCHEMA = {
+    "type": "object", "additionalProperties": False, "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"}, "kind": {"const": "ServiceMonitor"},
+        "metadata": {"type": "object", "additionalProperties": False, "required": ["name"], "properties": {
+            "name": {"type": "string"}, "namespace": {"type": "string"}, "labels": _STRINGS}},
+        "spec": {"type": "object", "additionalProperties": False, "required": ["selector", "endpoints"], "properties": {
+            "jobLabel": {"type": "string"},
+            "selector": {"type": "object", "additionalProperties": False, "properties": {"matchLabels": _STRINGS}},
+            "endpoints": {"type": "array", "minItems": 1, "items": {
+                "type": "object", "additionalProperties": False, "required": ["port"], "properties": {
+                    "port": {"type": "string"}, "path": {"type": "string"}, "scheme": {"enum": ["http", "https"]},
+                    "interval": {"type": "string", "pattern": DURATION},
+                    "scrapeTimeout": {"type": "string", "pattern": DURATION}}}}}}},
+}
+
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
 
 
@@ -191,3 +214,7 @@ def seconds(duration: str) -> float:
     parts = re.findall(r"([0-9]+)(ms|h|m|s)", duration)
     assert parts and "".join(n + u for n, u in parts) == duration, f"unparsable duration {duration!r}"
     return sum(int(n) * units[u] for n, u in parts)
+
+
+def where(workload: dict, container: dict | None = None) -> str:
+    return workload["metadata"]["name"] + (f"/{container['name']}" if container else "")

@@ -111,3 +111,23 @@ def test_bad_node_config_is_refused_with_the_key():
         train_round(record, 1, _context(SMALL, {}))
     with pytest.raises(ValueError, match="misbehave"):
         train_round(record, 1, _context(SMALL, {"partition-id": 0, "num-partitions": 10, "misbehave": "evil"}))
+
+
+def test_the_timer_hook_times_training_and_the_collapse_check():
+    cfg = RunConfig.from_flat(SMALL)
+    _, record = _global(cfg)
+    entered: list[str] = []
+
+    class Phase:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def __enter__(self) -> None:
+            entered.append(self.name)
+
+        def __exit__(self, *exc: object) -> None:
+            entered.append(f"/{self.name}")
+
+    content = train_round(record, 1, _context(SMALL, {"partition-id": 0, "num-partitions": 10}), timer=Phase)
+    assert entered == ["train_local", "/train_local", "collapse_check", "/collapse_check"]
+    assert content[reply.METRICS][reply.STEPS] == 2

@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
+from launcher.flwr_cli import TINY_RUN, free_port
+
 REPO = Path(__file__).resolve().parents[1]
 DOCKER_DIR = REPO / "docker"
 COMPOSE_FILE = DOCKER_DIR / "compose.yaml"
@@ -35,9 +37,8 @@ FLOWER_ROLES = {  # (entrypoint, image key) -> the flags.yaml section its comman
     ("flower-supernode", "supernode"): "supernode",
     ("flower-superexec", "supernode"): "superexec-clientapp",
 }
-TINY_RUN = {  # proves the plumbing in seconds, not a quality run
-    "num-rounds": 2, "data.max-samples": 200, "train.batch-size": 64, "eval.gallery-size": 1000,
-    "eval.query-size": 300, "eval.tasks": "fashion-mnist", "outputs-dir": "/outputs", "metrics-port": 9400,
+COMPOSE_RUN = {  # the launcher's tiny run, in the containers' folders
+    **TINY_RUN, "outputs-dir": "/outputs", "metrics-port": 9400,
     "round-timeout": 900.0,  # a starved CPU makes a ClientApp start slowly (docs/docker.md); don't drop it
 }
 FEDERATION = ["superlink", "superexec-serverapp", "supernode-0", "superexec-clientapp-0", "supernode-1",
@@ -341,14 +342,6 @@ class Stack:
         self.run("down", "-v", "--remove-orphans", "-t", "5", timeout=300, check=False)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def toml_value(value: Any) -> str:
     return repr(value) if isinstance(value, (int, float)) else f"'{value}'"
 
@@ -406,7 +399,7 @@ def test_two_rounds_over_tls_with_node_auth(stack: Stack) -> None:
     started = time.monotonic()
 
     # Execute: a tiny run from the host's flwr CLI; scrape the exporter while it runs.
-    run_id = stack.submit({**TINY_RUN, "min-train-nodes": 2})
+    run_id = stack.submit({**COMPOSE_RUN, "min-train-nodes": 2})
 
     def poll() -> None:
         text = scrape(f"http://127.0.0.1:{stack.metrics_port}/metrics")
@@ -446,7 +439,7 @@ def test_run_finishes_when_a_supernode_stops_mid_run(stack: Stack) -> None:
     # Prepare: both SuperNodes online again; a run that survives losing one, submitted this time
     # from inside the network (the README's way without a local install).
     stack.wait_online(2)
-    run_id = stack.submit_in_network({**TINY_RUN, "num-rounds": 4, "min-train-nodes": 1, "metrics-port": 0,
+    run_id = stack.submit_in_network({**COMPOSE_RUN, "num-rounds": 4, "min-train-nodes": 1, "metrics-port": 0,
                            "round-timeout": 600.0})
 
     # Execute: stop supernode-1 (and its SuperExec) once the first round is in.

@@ -33,7 +33,6 @@ def test_flat_round_trip_and_type_coercion():
     ("ssl.method", "dino", ["ssl.method", "dino", "simclr", "byol"]),
     ("model.encoder", "vit", ["model.encoder", "vit", "smallcnn", "resnet18"]),
     ("data.partition", "pathological", ["data.partition", "pathological", "dirichlet"]),
-    ("aggregation.rule", "fedprox", ["aggregation.rule", "fedprox", "ldawa"]),
     ("data.alpha", 0.0, ["data.alpha", "0.0"]),
     ("train.batch-size", 1, ["train.batch-size", "1"]),
     ("metrics-port", 8000, ["metrics-port", "8000"]),

@@ -1,7 +1,7 @@
 """End to end: a real federation trains an encoder, fedssl-export ships it, fedssl-retrieve finds neighbours.
 
 The federation is the real thing (flower-superlink + 2 flower-supernode
-processes, tests/federation.py), kept to one round on a few hundred images.
+processes, launcher/deployment.py), kept to one round on a few hundred images.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from federation import TINY_RUN, LocalDeployment
 from PIL import Image
 
 from export.metadata import EncoderMetadata, sha256_file
@@ -23,6 +22,8 @@ from export.retrieve.images import FASHION_MNIST_CLASSES
 from export.retrieve.search import top1_label_agreement
 from fedssl.checkpoint import load_encoder
 from fedssl.data.fashion_mnist import load_fashion_mnist
+from launcher.deployment import LocalDeployment
+from launcher.flwr_cli import TINY_RUN
 
 pytestmark = pytest.mark.federation
 REPO = Path(__file__).resolve().parents[1]

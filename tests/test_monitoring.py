@@ -26,13 +26,15 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from federation import CONNECTION, REPO, TINY_RUN, LocalDeployment, free_port
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fedssl.config import RunConfig
+from fedssl.round_record import Exclusion, RoundRecord
+from launcher.deployment import CONNECTION, LocalDeployment
+from launcher.flwr_cli import REPO, TINY_RUN, free_port
 from server_app.metrics_exporter import MetricsExporter, global_norm
-from server_app.updates import REASONS
+from server_app.screening import REASONS
 
 MONITORING = REPO / "docker" / "monitoring"
 PROMETHEUS_YML = MONITORING / "prometheus" / "prometheus.yml"
@@ -73,13 +75,14 @@ def client(node: int, partition: float, **overrides: float) -> dict:
             "partition-id": partition, **overrides}
 
 
-def round_entry(number: int, clients: list[dict], excluded: list[tuple[int, float, str]]) -> dict:
-    return {"round": number, "sampled": len(clients) + 1, "available": len(clients) + 2, "replied": len(clients),
-            "failed": 1, "accepted": len(clients) - len(excluded),
-            "excluded": [{"node_id": n, "partition_id": p, "reason": r, "detail": ""} for n, p, r in excluded],
-            "loss": 2.0, "num_examples": 100 * (len(clients) - len(excluded)), "clients": clients,
-            "bytes_received": 1000 * len(clients), "aggregation_seconds": 0.5, "knn": {"digits": 0.5 + number / 10},
-            "eval_seconds": 1.5, "seconds": 10.0}
+def round_entry(number: int, clients: list[dict], excluded: list[tuple[int, float, str]]) -> RoundRecord:
+    return RoundRecord(
+        round=number, sampled=len(clients) + 1, available=len(clients) + 2, replied=len(clients), failed=1,
+        accepted=len(clients) - len(excluded),
+        excluded=tuple(Exclusion(node_id=n, partition_id=p, reason=r, detail="") for n, p, r in excluded),
+        loss=2.0, num_examples=100 * (len(clients) - len(excluded)), clients=tuple(clients),
+        bytes_received=1000 * len(clients), aggregation_seconds=0.5, knn={"digits": 0.5 + number / 10},
+        eval_seconds=1.5, seconds=10.0)
 
 
 def exporter(num_rounds: int = 3, **kwargs) -> MetricsExporter:
@@ -97,7 +100,7 @@ def test_exporter_counts_rounds_replies_and_exclusions_by_reason():
     metrics = {"best": {"digits": {"round": 2, "score": 0.7}}, "baselines": {"raw-pixels": {"digits": 0.4}}}
     # Execute
     for entry in rounds:
-        ex.observe_round(entry, metrics)
+        ex.observe_round(entry, **metrics)
     got = scrape(ex)
     # Assert
     assert got[("fedssl_round", ())] == 2 and got[("fedssl_rounds_completed_total", ())] == 2
@@ -132,8 +135,8 @@ def test_before_round_one_per_round_gauges_are_gaps_not_zeros():
 
 def test_device_labels_are_capped_and_absent_devices_lose_their_gauges():
     ex = exporter(max_devices=2)
-    ex.observe_round(round_entry(1, [client(10 + i, i) for i in range(5)], []), {})
-    ex.observe_round(round_entry(2, [client(10, 0)], []), {})  # p1 did not reply in round 2
+    ex.observe_round(round_entry(1, [client(10 + i, i) for i in range(5)], []), best={}, baselines={})
+    ex.observe_round(round_entry(2, [client(10, 0)], []), best={}, baselines={})  # p1 did not reply in round 2
     got = scrape(ex)
     devices = {dict(labels)["device"] for name, labels in got if name == "fedssl_device_last_round"}
     assert devices == {"p0", "p1"}
@@ -147,7 +150,7 @@ def test_device_labels_are_capped_and_absent_devices_lose_their_gauges():
 def test_devices_without_a_partition_are_labelled_by_node_id_and_skipped_replies_set_no_figures():
     ex = exporter()
     ex.observe_round(round_entry(1, [client(123, -1), client(7, 3, skipped=1.0, loss=0.0)],
-                                 [(7, 3, "skipped")]), {})
+                                 [(7, 3, "skipped")]), best={}, baselines={})
     got = scrape(ex)
     assert got[("fedssl_device_loss", (("device", "n123"),))] == 2.0
     assert got[("fedssl_device_last_round", (("device", "p3"),))] == 1
@@ -180,7 +183,8 @@ def test_served_over_http_and_the_last_round_waits_for_a_scrape():
     try:
         thread.start()
         assert ex.linger()  # a scrape began while waiting
-        ex.observe_round(round_entry(1, [client(1, 0)], []), {})  # the last round: returns after a scrape
+        # The last round: returns after a scrape.
+        ex.observe_round(round_entry(1, [client(1, 0)], []), best={}, baselines={})
         stop.set()
         thread.join(timeout=30)
         ex.linger_s = 0.2

@@ -5,6 +5,7 @@ import torch
 
 from fedssl.checkpoint import load_encoder
 from fedssl.config import RunConfig
+from fedssl.round_record import RoundRecord
 from fedssl.ssl import build_ssl_model
 from fedssl.state import backbone_arrays
 from server_app.outputs import RunOutputs
@@ -17,7 +18,8 @@ def test_a_round_worse_than_the_initial_encoder_never_replaces_it(tmp_path):
     trained = {k: (v + 0.1 if np.issubdtype(v.dtype, np.floating) else v) for k, v in initial.items()}
     outputs = RunOutputs(tmp_path, "r", cfg)
     outputs.record_initial(initial, {"fashion-mnist": 0.74, "digits": 0.94})
-    improved = outputs.record_round({"round": 1, "knn": {"fashion-mnist": 0.80, "digits": 0.90}}, trained, {})
+    record = RoundRecord(round=1, sampled=2, available=2, knn={"fashion-mnist": 0.80, "digits": 0.90})
+    improved = outputs.record_round(record, trained, {})
     assert improved == ["fashion-mnist"]
     assert outputs.metrics["best"] == {"fashion-mnist": {"round": 1, "score": 0.80},
                                        "digits": {"round": 0, "score": 0.94}}

@@ -3,9 +3,10 @@ import math
 import pytest
 import torch
 
-from fedssl.config import SSL_METHODS, ModelConfig, SSLConfig
+from fedssl.config import ModelConfig, SSLConfig
 from fedssl.ssl import (
     BACKBONE_PREFIX,
+    METHODS,
     BarlowTwinsLoss,
     BYOLLoss,
     MoCoLoss,
@@ -80,7 +81,7 @@ def test_rotation_loss_is_log4_at_chance_and_zero_when_certain():
     assert RotationLoss()(100 * torch.eye(4), labels).item() == pytest.approx(0.0, abs=1e-6)
 
 
-@pytest.mark.parametrize("method", SSL_METHODS)
+@pytest.mark.parametrize("method", METHODS.names())
 def test_every_method_trains_a_step_and_keeps_heads_off_the_backbone(method):
     torch.manual_seed(0)
     model = build_ssl_model(SSLConfig(method=method, queue_size=64), ModelConfig())

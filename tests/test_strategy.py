@@ -14,8 +14,8 @@ from flwr.app import Array, ArrayRecord, Message, Metadata, MetricRecord, Record
 
 from fedssl import reply
 from fedssl.config import RunConfig
+from server_app.screening import DecodedOnAccess
 from server_app.strategy import FedSSL
-from server_app.updates import DecodedOnAccess
 
 GLOBAL = {"backbone.w": np.zeros((4, 3), np.float32), "backbone.bn.num_batches_tracked": np.array(5, np.int64)}
 
@@ -54,13 +54,15 @@ def test_bad_replies_are_excluded_with_reasons_and_the_rest_averaged_by_examples
         message(7, {"backbone.w": np.ones((3, 4), np.float32)}),
     ]
     arrays, metrics = fed.aggregate_train(1, replies)
-    reasons = {e["node_id"]: e["reason"] for e in fed.round_entry["excluded"]}
+    record = fed.round_record(1)
+    reasons = {e.node_id: e.reason for e in record.excluded}
     assert reasons == {4: "nan", 5: "collapse", 6: "norm", 7: "missing-keys"}
     got = arrays["backbone.w"].numpy()
     np.testing.assert_allclose(got, np.full((4, 3), (100 * 1.0 + 300 * 2.0 + 100 * 1.5) / 500), rtol=1e-6)
     assert got.dtype == np.float32
     assert int(arrays["backbone.bn.num_batches_tracked"].numpy()) == 9  # integer buffers: the largest
-    assert metrics["accepted"] == 3 and fed.round_entry["num_examples"] == 500
+    assert metrics["accepted"] == 3 and record.accepted == 3 and record.num_examples == 500
+    assert (record.replied, record.failed) == (7, 0) and len(record.clients) == 7
     np.testing.assert_allclose(fed.global_arrays["backbone.w"], got)
 
 
@@ -76,7 +78,7 @@ def test_every_rule_aggregates_replies_decoded_on_access(rule):
               "backbone.bn.num_batches_tracked": np.array(k, np.int64)} for k in range(5)]
     plain[0]["backbone.w"] = plain[0]["backbone.w"].astype(np.float16)
     arrays, _ = fed.aggregate_train(1, [message(k + 1, u, n=50.0 * (k + 1)) for k, u in enumerate(plain)])
-    assert fed.round_entry["accepted"] == 5
+    assert fed.round_record(1).accepted == 5
     widened = [{k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in u.items()} for u in plain]
     expected = build_rule(fed.cfg.aggregation)(widened, [50.0 * (k + 1) for k in range(5)], [1.0] * 5, GLOBAL)
     np.testing.assert_allclose(arrays["backbone.w"].numpy(), expected["backbone.w"], rtol=1e-5, atol=1e-6)
@@ -88,3 +90,13 @@ def test_decoded_on_access_widens_half_precision_and_keeps_the_keys():
     assert list(view) == ["a", "b"] and len(view) == 2
     assert view["a"].dtype == np.float32 and view["b"].dtype == np.arange(2).dtype
     np.testing.assert_array_equal(view["a"], [0, 1, 2])
+
+
+def test_the_round_record_belongs_to_the_round_that_was_aggregated():
+    fed = FedSSL(RunConfig.from_flat({}), dict(GLOBAL), round_offset=4)  # a run resumed after round 4
+    with pytest.raises(LookupError):
+        fed.round_record(1)  # nothing aggregated yet
+    fed.aggregate_train(1, [message(1, update(1.0)), message(2, update(2.0))])
+    assert fed.round_record(1).round == 5
+    with pytest.raises(LookupError):
+        fed.round_record(2)

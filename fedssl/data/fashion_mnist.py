@@ -11,7 +11,6 @@ import numpy as np
 
 DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
 MEAN, STD = (0.2860,), (0.3530,)
-NUM_CLASSES = 10
 _FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
+
+from fedssl.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -62,19 +65,24 @@ def partition_classes(labels: np.ndarray, num_partitions: int, classes_per_clien
     return [np.sort(np.asarray(s, dtype=np.int64)) for s in shards]
 
 
+# partitioner(labels, num_partitions, alpha=, classes_per_client=, seed=) -> one index array per client
+Partitioner = Callable[..., list[np.ndarray]]
+PARTITIONERS: Registry[Partitioner] = Registry("data.partition")
+PARTITIONERS.add("iid", lambda labels, n, *, alpha, classes_per_client, seed: partition_iid(len(labels), n, seed))
+PARTITIONERS.add("dirichlet", lambda labels, n, *, alpha, classes_per_client, seed:
+                 partition_dirichlet(labels, n, alpha, seed))
+PARTITIONERS.add("classes-per-client", lambda labels, n, *, alpha, classes_per_client, seed:
+                 partition_classes(labels, n, classes_per_client, seed))
+
+
 def partition(labels: np.ndarray, num_partitions: int, scheme: str, *, alpha: float = 0.5,
               classes_per_client: int = 2, seed: int = 0) -> list[np.ndarray]:
-    """Dispatch on ``scheme`` (``iid``, ``dirichlet``, ``classes-per-client``).
+    """Split with the partitioner registered as ``scheme`` (``PARTITIONERS``).
 
     Raises:
         ValueError: for an unknown scheme or fewer than one partition.
     """
+    partitioner = PARTITIONERS.get(scheme)
     if num_partitions < 1:
         raise ValueError(f"num-partitions = {num_partitions} must be >= 1")
-    if scheme == "iid":
-        return partition_iid(len(labels), num_partitions, seed)
-    if scheme == "dirichlet":
-        return partition_dirichlet(labels, num_partitions, alpha, seed)
-    if scheme == "classes-per-client":
-        return partition_classes(labels, num_partitions, classes_per_client, seed)
-    raise ValueError(f"data.partition = {scheme!r} is not one of ['iid', 'dirichlet', 'classes-per-client']")
+    return partitioner(labels, num_partitions, alpha=alpha, classes_per_client=classes_per_client, seed=seed)

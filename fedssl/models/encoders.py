@@ -6,10 +6,13 @@ Each maps images ``(batch, channels, size, size)`` to embeddings
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor, nn
 
 from fedssl._torchvision import torchvision
 from fedssl.config import ModelConfig
+from fedssl.registry import Registry
 
 
 def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
@@ -113,14 +116,18 @@ class ResNet18Encoder(Encoder):
         return self.net(x)  # (batch, embedding_dim)
 
 
+# builder(model config) -> backbone mapping (batch, channels, size, size) to (batch, embedding_dim)
+EncoderBuilder = Callable[[ModelConfig], nn.Module]
+ENCODERS: Registry[EncoderBuilder] = Registry("model.encoder")
+ENCODERS.add("smallcnn", lambda cfg: SmallCNN(cfg.in_channels, cfg.embedding_dim, readout=cfg.readout,
+                                             image_size=cfg.image_size))
+ENCODERS.add("resnet18", lambda cfg: ResNet18Encoder(cfg.in_channels, cfg.embedding_dim, cfg.small_stem))
+
+
 def build_encoder(cfg: ModelConfig) -> nn.Module:
     """Build the backbone named by ``cfg.encoder``.
 
     Raises:
-        ValueError: for an unknown encoder name.
+        ValueError: for an unknown encoder name (the message lists ``ENCODERS``).
     """
-    if cfg.encoder == "smallcnn":
-        return SmallCNN(cfg.in_channels, cfg.embedding_dim, readout=cfg.readout, image_size=cfg.image_size)
-    if cfg.encoder == "resnet18":
-        return ResNet18Encoder(cfg.in_channels, cfg.embedding_dim, cfg.small_stem)
-    raise ValueError(f"model.encoder = {cfg.encoder!r} is not one of ['smallcnn', 'resnet18']")
+    return ENCODERS.get(cfg.encoder)(cfg)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from fedssl.client_update import divergence, fedema, fedema_scale, fedu
+from fedssl.device_merge import divergence, fedema, fedema_scale, fedu
 
 LOCAL = {"w": torch.tensor([1.0, 1.0]), "n": torch.tensor(3)}
 GLOBAL = {"w": torch.tensor([4.0, 5.0]), "n": torch.tensor(7)}

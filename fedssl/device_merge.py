@@ -1,4 +1,4 @@
-"""How a device merges the new global backbone with its own (FedU, FedEMA).
+"""Device side (ClientApp): how a device merges the new global backbone with its own (FedU, FedEMA).
 
 Only the backbone travels, so both rules act on it, using the device's backbone
 from the end of its previous round (kept on the device).

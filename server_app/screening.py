@@ -1,6 +1,8 @@
-"""Client updates as the server sees them, and the checks that reject malformed ones.
+"""Server-side screening of client updates: every check a reply passes before it is aggregated.
 
-A rejected update never touches the global model; its reason is recorded.
+Validation (metrics contract, keys, shapes, dtypes, NaN/Inf), the collapse filter (``z_std`` and
+RankMe floors) and the norm-outlier check against the round's median. A rejected update never
+touches the global model; its reason (a bounded set, also a Prometheus label) is recorded.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from fedssl import reply
+from fedssl.config import FilterConfig
 
 # Reasons, also used as Prometheus label values (bounded set).
 MISSING_KEYS, EXTRA_KEYS, SHAPE, DTYPE, NAN, NORM, METRICS, COLLAPSE = (
@@ -72,8 +75,9 @@ def check_structure(arrays: Mapping[str, np.ndarray], reference: Mapping[str, np
 
     float16 is accepted for float32 entries (half-precision transport).
     Returns:
-        the update norm (``update_norm``), taken in the same read of each array: reading a
-        reply's array decodes it, the costly part of screening.
+        the update norm, L2 of ``arrays - reference`` over floating entries (float32 per key: precise
+        enough for a ratio-to-median test), taken in the same read of each array: reading a reply's
+        array decodes it, the costly part of screening.
     Raises:
         RejectedUpdate: with the first problem found.
     """
@@ -112,15 +116,6 @@ def check_metrics(metrics: Mapping[str, float]) -> None:
         raise RejectedUpdate(NAN, f"non-finite metric(s) {bad}")
 
 
-def update_norm(arrays: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> float:
-    """L2 norm of ``arrays - reference`` over floating entries (the size of the client's step).
-
-    float32 per key (one layer-sized temporary): precise enough for a ratio-to-median test.
-    """
-    return sum(_squared_step(arrays[key], ref) for key, ref in reference.items()
-               if np.issubdtype(ref.dtype, np.floating)) ** 0.5
-
-
 def _squared_step(value: np.ndarray, ref: np.ndarray) -> float:
     diff = np.subtract(value, ref, dtype=np.float32)
     return float(np.vdot(diff, diff))
@@ -134,3 +129,20 @@ def check_norms(norms: Mapping[int, float], max_ratio: float) -> dict[int, Rejec
     limit = max_ratio * max(median, 1e-12)
     return {node: RejectedUpdate(NORM, f"update norm {n:.3g} > {max_ratio:g} x median {median:.3g}")
             for node, n in norms.items() if n > limit}
+
+
+def check_collapse(metrics: Mapping[str, float], cfg: FilterConfig, embedding_dim: int) -> None:
+    """The collapse filter: reject a reply whose ``z_std`` or ``rankme / dim`` is below the configured floor.
+
+    Healthy embeddings have ``z_std`` near 1 and a RankMe that is a fair share of the dimension; a
+    collapsed encoder (every image the same embedding) has both near 0 and 1.
+    Raises:
+        RejectedUpdate: with reason ``collapse`` and the offending figure.
+    """
+    if not cfg.enabled:
+        return
+    if metrics[reply.Z_STD] < cfg.min_z_std:
+        raise RejectedUpdate(COLLAPSE, f"z_std {metrics[reply.Z_STD]:.3f} < {cfg.min_z_std}")
+    ratio = metrics[reply.RANKME] / embedding_dim
+    if ratio < cfg.min_rankme_ratio:
+        raise RejectedUpdate(COLLAPSE, f"rankme/dim {ratio:.3f} < {cfg.min_rankme_ratio}")

@@ -1,0 +1,182 @@
+"""The ``flwr`` CLI seen from Python: a private FLWR_HOME, run-config strings, submit, status, wait.
+
+Shared by both launchers (:mod:`launcher.deployment`, :mod:`launcher.simulation`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BIN = Path(sys.executable).parent  # flwr, flower-superlink, flower-supernode of this environment
+REPO = Path(__file__).resolve().parents[1]
+# A run that proves the plumbing in seconds, not a quality run.
+TINY_RUN: dict[str, Any] = {
+    "num-rounds": 2, "data.max-samples": 256, "train.batch-size": 64,
+    "eval.gallery-size": 1000, "eval.query-size": 300, "eval.tasks": "fashion-mnist",
+}
+
+
+_ITEM = re.compile(r"""(?P<key>[^\s=]+)=(?P<value>'[^']*'|"[^"]*"|[^\s'"]+)""")  # key=value, the value maybe quoted
+
+
+def free_port() -> int:
+    """A TCP port that nothing listens on right now (127.0.0.1)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 60.0) -> bool:
+    """True once something accepts connections on 127.0.0.1:``port``; False after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.2)
+    return False
+
+
+def flower_env(home: Path) -> dict[str, str]:
+    """This environment for Flower's processes: its binaries first on PATH, a private FLWR_HOME.
+
+    Flower launches flower-superlink, flwr-serverapp and flwr-clientapp from PATH. It would also
+    install the app's dependencies with uv (which would pull CUDA torch), phone home and check
+    for updates: all three are switched off.
+    """
+    path = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, "PATH": path, "FLWR_HOME": str(home), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+            "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def toml_value(value: Any) -> str:
+    """One value as Flower's ``--run-config``/``--node-config`` strings spell it (TOML)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return "'" + str(value) + "'"
+
+
+def config_string(config: dict[str, Any]) -> str:
+    """``{"num-rounds": 2, "ssl.method": "byol"}`` -> ``num-rounds=2 ssl.method='byol'``."""
+    return " ".join(f"{k}={toml_value(v)}" for k, v in config.items())
+
+
+def parse_config(text: str) -> dict[str, Any]:
+    """The inverse of :func:`config_string`: ``"partition-id=0 data-dir='/data/a b'"`` -> a dict.
+
+    Values are TOML (numbers, booleans, quoted strings); a bare word is taken as a string.
+    Raises:
+        ValueError: for an item without ``=``.
+    """
+    leftover = _ITEM.sub("", text).strip()
+    if leftover:
+        raise ValueError(f"config item {leftover!r} is not key=value (in {text!r})")
+    return {item["key"]: _value(item["value"]) for item in _ITEM.finditer(text)}
+
+
+def _value(raw: str) -> Any:
+    """A TOML scalar as Flower's config strings hold it: quoted string, boolean, integer or float."""
+    if raw[0] in "'\"":
+        return raw[1:-1]
+    if raw in ("true", "false"):
+        return raw == "true"
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    return raw
+
+
+class FlwrConnection:
+    """A named connection in a private FLWR_HOME under ``workdir``, driven with the ``flwr`` CLI.
+
+    Subclasses start what the connection points at and write ``config.toml`` (:meth:`write_connection`).
+    """
+
+    def __init__(self, workdir: Path, connection: str, app: Path = REPO, outputs: Path | None = None) -> None:
+        self.workdir = Path(workdir)
+        self.home = self.workdir / "flwr-home"
+        self.outputs = Path(outputs) if outputs is not None else self.workdir / "outputs"
+        self.connection = connection
+        self.app = Path(app)
+        self.env = flower_env(self.home)
+
+    def write_connection(self, table: dict[str, Any]) -> None:
+        """``$FLWR_HOME/config.toml`` with this connection as the default."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        body = "".join(f"{k} = {toml_value(v)}\n" for k, v in table.items())
+        (self.home / "config.toml").write_text(f'[superlink]\ndefault = "{self.connection}"\n\n'
+                                               f"[superlink.{self.connection}]\n{body}")
+
+    def flwr(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "flwr"), *args], cwd=self.app, env=self.env, capture_output=True,
+                              text=True, timeout=timeout)
+
+    def submit(self, run_config: dict[str, Any], *extra: str, attempts: int = 3) -> int:
+        """``flwr run <app> <connection> --run-config ...`` -> the run id, without waiting for the run.
+
+        ``outputs-dir`` defaults to this launcher's outputs folder. Retried: on a loaded machine the
+        SuperLink can be too slow to answer the first time.
+        Raises:
+            RuntimeError: with flwr's output when every attempt failed.
+        """
+        overrides = config_string({"outputs-dir": str(self.outputs.resolve()), **run_config})
+        out = None
+        for attempt in range(1, attempts + 1):
+            out = self.flwr("run", str(self.app), self.connection, "--run-config", overrides, *extra,
+                            "--format", "json")
+            reply = json.loads(out.stdout) if out.stdout.strip().startswith("{") else {}
+            if out.returncode == 0 and "run-id" in reply:
+                return int(reply["run-id"])
+            if attempt < attempts:
+                time.sleep(5 * attempt)
+        raise RuntimeError(f"flwr run failed {attempts} times; last output:\n{out.stdout}\n{out.stderr}")
+
+    def status(self, run_id: int) -> str:
+        """Flower's status of a run (e.g. ``running``, ``finished:completed``); "" if unknown."""
+        out = self.flwr("ls", self.connection, "--run-id", str(run_id), "--format", "json")
+        runs = json.loads(out.stdout).get("runs", []) if out.returncode == 0 and out.stdout.strip() else []
+        return runs[0].get("status", "") if runs else ""
+
+    def wait(self, run_id: int, timeout: float = 600) -> str:
+        """Poll until the run is finished; returns its status (``flwr run --stream`` exits 0 even on failure).
+
+        Raises:
+            TimeoutError: if it is still running after ``timeout`` seconds.
+        """
+        deadline, status = time.monotonic() + timeout, ""
+        while time.monotonic() < deadline:
+            status = self.status(run_id)
+            if status.startswith("finished"):
+                return status
+            time.sleep(2)
+        raise TimeoutError(f"run {run_id} not finished after {timeout}s (last status {status!r})")
+
+    def run(self, run_config: dict[str, Any], *extra: str, timeout: float = 600) -> Path:
+        """Submit, wait, insist on ``finished:completed``; returns ``<outputs>/<run-id>``.
+
+        Raises:
+            RuntimeError: if the run did not complete (the logs' tails are in the message).
+            TimeoutError: if it is still running after ``timeout`` seconds.
+        """
+        run_id = self.submit(run_config, *extra)
+        status = self.wait(run_id, timeout)
+        if status != "finished:completed":
+            raise RuntimeError(f"run {run_id} ended {status!r}; logs in {self.workdir}\n{self.logs()}")
+        return self.outputs / str(run_id)
+
+    def logs(self) -> str:
+        """The tail of every log this launcher's processes wrote."""
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+                         for p in sorted(self.workdir.rglob("*.log")))
