@@ -89,7 +89,7 @@ def train_round(global_arrays: ArrayRecord, server_round: int, context: Context,
             reply.EXAMPLES_PER_S: result.examples_per_s, reply.PEAK_MEM_MB: result.peak_mem_mb,
             reply.SKIPPED: 0.0, reply.PARTITION_ID: partition_id, reply.NUM_PARTITIONS: num_partitions,
         }
-    log.info("round %d: %s %s", server_round, metrics, merge_metrics)
+    log.info("round %d (%d torch threads): %s %s", server_round, torch.get_num_threads(), metrics, merge_metrics)
 
     # 5. Keep the local parts on the device; reply with the backbone only.
     context.state[reply.LOCAL_STATE] = _record(to_numpy(model.local_state()))

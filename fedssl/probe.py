@@ -109,6 +109,29 @@ def probe_backbone(backbone: nn.Module, tasks: list[ProbeTask], model_cfg: Model
     return _scores(embeddings, tasks, cfg, linear)
 
 
+@torch.no_grad()
+def calibrate_batchnorm(backbone: nn.Module, images: np.ndarray, model_cfg: ModelConfig,
+                        batch_size: int = 500) -> nn.Module:
+    """Re-estimate every BatchNorm's running statistics on unlabeled ``images`` (uint8 ``(N, C, H, W)``).
+
+    Gives the random-init baseline the same per-dimension standardisation a trained encoder
+    learns from data, so that what training adds is not confused with BatchNorm statistics.
+    """
+    mean, std = normalization(model_cfg.in_channels)
+    m, s = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+    norms = [mod for mod in backbone.modules() if isinstance(mod, nn.modules.batchnorm._BatchNorm)]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # a cumulative average over all batches
+    backbone.train()
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(images[start:start + batch_size]).float() / 255.0
+        backbone((x.expand(-1, model_cfg.in_channels, -1, -1) - m) / s)
+    for bn in norms:
+        bn.momentum = 0.1
+    return backbone.eval()
+
+
 def evaluate_pixels(tasks: list[ProbeTask], cfg: EvalConfig) -> dict[str, float]:
     """The raw-pixel baseline's kNN top-1 per task."""
     return probe_pixels(tasks, cfg, linear=False).knn

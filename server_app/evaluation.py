@@ -17,11 +17,13 @@ from flwr.common.logger import log
 
 from fedssl.config import RunConfig
 from fedssl.models.encoders import build_encoder
-from fedssl.probe import ProbeScores, ProbeTask, probe_backbone, probe_pixels
+from fedssl.probe import ProbeScores, ProbeTask, calibrate_batchnorm, probe_backbone, probe_pixels
 from fedssl.round_record import RoundRecord
 from fedssl.state import strip_prefix, to_torch
 from server_app.outputs import RunOutputs
 from server_app.strategy import FedSSL
+
+CALIBRATED = "random-init-bn"  # the random-init encoder with BatchNorm statistics estimated on probe images
 
 
 class RoundObserver(Protocol):
@@ -43,9 +45,11 @@ class RoundEvaluator:
         self.tasks = tasks
         self.observers = observers or []
 
-    def score(self, arrays: dict[str, np.ndarray], linear: bool) -> ProbeScores:
+    def score(self, arrays: dict[str, np.ndarray], linear: bool, calibrate: bool = False) -> ProbeScores:
         backbone = build_encoder(self.cfg.model)
         backbone.load_state_dict(strip_prefix(to_torch(arrays)), strict=True)
+        if calibrate:  # BatchNorm statistics from the first task's unlabeled gallery
+            calibrate_batchnorm(backbone, self.tasks[0].gallery, self.cfg.model)
         return probe_backbone(backbone, self.tasks, self.cfg.model, self.cfg.eval, linear=linear)
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
@@ -76,6 +80,8 @@ class RoundEvaluator:
             pixels, random_init = probe_pixels(self.tasks, self.cfg.eval), self.score(initial, linear=True)
             baselines["raw-pixels"], details["raw-pixels"] = pixels.knn, pixels.as_dict()
             baselines["random-init"], details["random-init"] = random_init.knn, random_init.as_dict()
+            calibrated = self.score(initial, linear=True, calibrate=True)
+            baselines[CALIBRATED], details[CALIBRATED] = calibrated.knn, calibrated.as_dict()
             # The starting encoder is the first candidate for every task's best model: a shipped
             # model is never worse (on its probe) than where training started.
             self.outputs.record_initial(initial, random_init.knn)
