@@ -109,8 +109,13 @@ def run(run_dir: Path, workers: int = 2, num_partitions: int | None = None) -> d
     started = time.perf_counter()
     print(f"[fedssl] local-only baseline: {len(jobs)} clients train alone "
           f"({sum(s for r in rounds.values() for _, s in r)} steps in all) on {workers} worker(s)", flush=True)
+    per_client: dict[int, dict[str, Any]] = {}
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        per_client = dict(pool.imap_unordered(_client_scores, jobs))
+        for pid, scores in pool.imap_unordered(_client_scores, jobs):
+            per_client[pid] = scores
+            print(f"[fedssl] local-only client {pid} ({len(per_client)}/{len(jobs)}): kNN "
+                  + "  ".join(f"{t}={s:.4f}" for t, s in scores["knn"].items())
+                  + f"  {time.perf_counter() - started:.0f}s", flush=True)
     scores = mean_scores([per_client[pid] for pid in sorted(per_client)])
     metrics["baselines"][BASELINE] = scores["knn"]
     metrics.setdefault("baseline_probes", {})[BASELINE] = {
