@@ -18,8 +18,8 @@ from typing import Any
 BIN = Path(sys.executable).parent  # flwr, flower-superlink, flower-supernode of this environment
 REPO = Path(__file__).resolve().parents[1]
 # A run that proves the plumbing in seconds, not a quality run.
-TINY_RUN: dict[str, Any] = {
-    "num-rounds": 2, "data.max-samples": 256, "train.batch-size": 64,
+TINY_RUN: dict[str, Any] = {  # every node trains every round, so tests can name who did what
+    "num-rounds": 2, "fraction-train": 1.0, "data.max-samples": 256, "train.batch-size": 64,
     "eval.gallery-size": 1000, "eval.query-size": 300, "eval.tasks": "fashion-mnist",
 }
 

@@ -51,7 +51,7 @@ def test_an_unknown_aggregation_rule_is_refused_with_the_registered_rules():
 
 @pytest.mark.parametrize("name", ENCODERS.names())
 def test_every_registered_encoder_builds(name):
-    cfg = ModelConfig(encoder=name, embedding_dim=32)
+    cfg = ModelConfig(encoder=name, embedding_dim=32, readout="pool")
     assert build_encoder(cfg).eval()(torch.rand(2, 1, 28, 28)).shape == (2, 32)
 
 
@@ -93,7 +93,7 @@ def test_adding_an_encoder_is_one_registration(monkeypatch):
     monkeypatch.setattr(ENCODERS, "_entries", dict(ENCODERS._entries))
     ENCODERS.add("linear28", lambda cfg: Linear28(cfg.embedding_dim))
     # Execute: the run config accepts it and an SSL model trains on it
-    cfg = RunConfig.from_flat({"model.encoder": "linear28", "model.embedding-dim": 16})
+    cfg = RunConfig.from_flat({"model.encoder": "linear28", "model.embedding-dim": 16, "model.readout": "pool"})
     model = build_ssl_model(cfg.ssl, cfg.model)
     loss = model(torch.rand(8, 1, 28, 28), torch.rand(8, 1, 28, 28))
     loss.backward()

@@ -37,7 +37,7 @@ def update(value: float, dtype=np.float32, steps: int = 7) -> dict[str, np.ndarr
 
 
 def strategy(**flat) -> FedSSL:
-    return FedSSL(RunConfig.from_flat({"model.embedding-dim": 128, **flat}), dict(GLOBAL))
+    return FedSSL(RunConfig.from_flat({"model.embedding-dim": 128, "model.readout": "pool", **flat}), dict(GLOBAL))
 
 
 def test_bad_replies_are_excluded_with_reasons_and_the_rest_averaged_by_examples():
