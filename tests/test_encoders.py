@@ -7,8 +7,9 @@ from fedssl.models import build_encoder
 
 
 @pytest.mark.parametrize("cfg,shape", [
-    (ModelConfig(encoder="smallcnn", in_channels=1, image_size=28, embedding_dim=64), (2, 1, 28, 28)),
-    (ModelConfig(encoder="smallcnn", in_channels=3, image_size=32, embedding_dim=128), (2, 3, 32, 32)),
+    (ModelConfig(encoder="smallcnn", in_channels=1, image_size=28, embedding_dim=64, readout="pool"), (2, 1, 28, 28)),
+    (ModelConfig(encoder="smallcnn", in_channels=1, image_size=28, embedding_dim=1152), (2, 1, 28, 28)),
+    (ModelConfig(encoder="smallcnn", in_channels=3, image_size=32, embedding_dim=2048), (2, 3, 32, 32)),
     (ModelConfig(encoder="resnet18", in_channels=1, embedding_dim=512, small_stem=True), (2, 1, 28, 28)),
     (ModelConfig(encoder="resnet18", in_channels=3, embedding_dim=256, small_stem=False), (2, 3, 64, 64)),
 ])
