@@ -27,10 +27,11 @@ def summarize(metrics: dict) -> str:
     probes = metrics.get("baseline_probes", {})
     rows += [(name, probes.get(name, {"knn": scores})) for name, scores in metrics["baselines"].items()]
     columns = [("knn", f"kNN@{k}"), ("knn_report", f"kNN@{report_k}"), ("linear", "linear")]
-    lines.append(f"{'':<14}" + "".join(f"{f'{t} {label}':>26}" for t in tasks for _, label in columns))
-    for name, scores in rows:
-        lines.append(f"{name:<14}" + "".join(f"{scores.get(probe, {}).get(t, float('nan')):>26.4f}"
-                                              for t in tasks for probe, _ in columns))
+    for task in tasks:  # one block per probe task: rows are the encoder and its baselines
+        lines.append(f"{task:<16}" + "".join(f"{label:>10}" for _, label in columns))
+        for name, scores in rows:
+            lines.append(f"  {name:<14}" + "".join(f"{scores.get(probe, {}).get(task, float('nan')):>10.4f}"
+                                                   for probe, _ in columns))
     for task, best in metrics.get("best", {}).items():
         lines.append(f"best {task}: {best['score']:.4f} at round {best['round']} (best/{task}.pt)")
     return "\n".join(lines)
