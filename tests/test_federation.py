@@ -35,7 +35,7 @@ def test_two_rounds_with_three_clients_write_every_output(first_run):
         assert r["excluded"] == [] and r["bytes_received"] > 0 and r["seconds"] > 0
         assert 0.1 < r["knn"]["fashion-mnist"] <= 1.0 and r["loss"] > 0
         assert {c["partition-id"] for c in r["clients"]} == {0.0, 1.0, 2.0}
-    assert set(metrics["baselines"]) == {"raw-pixels", "random-init"}
+    assert set(metrics["baselines"]) == {"raw-pixels", "random-init", "random-init-bn"}
     assert metrics["best"]["fashion-mnist"]["round"] in (0, 1, 2)  # round 0: the initial encoder is a candidate
     assert (first_run / "knn.png").stat().st_size > 1000
     assert (first_run / "best" / "fashion-mnist.pt").is_file()
