@@ -25,6 +25,7 @@ import json
 import os
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,7 @@ def centralized(flat: dict[str, Any], steps_per_round: list[int]) -> dict[str, d
     for server_round, steps in enumerate(steps_per_round, start=1):
         if steps == 0:
             continue
-        train_cfg = RunConfig.from_flat({**flat, "train.max-steps": steps}).train
+        train_cfg = replace(cfg.train, max_steps=steps)
         result = train_local(model, images, cfg.model, train_cfg, seed=cfg.seed + server_round,
                              max_samples=steps * cfg.train.batch_size,
                              position=RoundPosition(server_round, cfg.num_rounds), optimizer_state=state)

@@ -8,9 +8,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from fedssl.config import RunConfig
-from fedssl.data.fashion_mnist import load_fashion_mnist
+from fedssl.data.fashion_mnist import fashion_mnist_shard
 from fedssl.data.image_folder import load_image_folder
-from fedssl.data.partition import partition
 
 
 def node_images(cfg: RunConfig, node_config: Mapping[str, object]) -> np.ndarray:
@@ -38,6 +37,4 @@ def _folder(data_dir: str, size: int, channels: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=4)
 def _shard(pid: int, n: int, scheme: str, alpha: float, k: int, seed: int) -> np.ndarray:
-    images, labels = load_fashion_mnist("train")
-    shards = partition(labels, n, scheme, alpha=alpha, classes_per_client=k, seed=seed)
-    return images[shards[pid]]  # labels stay behind: never used for training
+    return fashion_mnist_shard(pid, n, scheme, alpha=alpha, classes_per_client=k, seed=seed)

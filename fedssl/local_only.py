@@ -29,8 +29,7 @@ import torch
 
 from fedssl.atomic import atomic_write_json
 from fedssl.config import RunConfig
-from fedssl.data.fashion_mnist import load_fashion_mnist
-from fedssl.data.partition import partition
+from fedssl.data.fashion_mnist import fashion_mnist_shard
 from fedssl.plot import plot_knn
 from fedssl.probe import load_probe_tasks, probe_backbone
 from fedssl.ssl import build_ssl_model
@@ -85,10 +84,9 @@ def _client_scores(args: tuple[dict[str, Any], int, int, list[tuple[int, int]]])
     flat, pid, num_partitions, rounds = args
     torch.set_num_threads(1)  # one client per core
     cfg = RunConfig.from_flat(flat)
-    images, labels = load_fashion_mnist("train")
-    shards = partition(labels, num_partitions, cfg.data.partition, alpha=cfg.data.alpha,
-                       classes_per_client=cfg.data.classes_per_client, seed=cfg.seed)
-    backbone = train_alone(cfg, images[shards[pid]], rounds)
+    shard = fashion_mnist_shard(pid, num_partitions, cfg.data.partition, alpha=cfg.data.alpha,
+                                classes_per_client=cfg.data.classes_per_client, seed=cfg.seed)
+    backbone = train_alone(cfg, shard, rounds)
     tasks = load_probe_tasks(cfg.eval, cfg.model.image_size, seed=cfg.seed)
     return pid, probe_backbone(backbone, tasks, cfg.model, cfg.eval).as_dict()
 

@@ -59,3 +59,17 @@ def load_fashion_mnist(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     if len(images) != len(labels):
         raise ValueError(f"{root}: {len(images)} images but {len(labels)} labels")
     return images, labels
+
+
+def fashion_mnist_shard(partition_id: int, num_partitions: int, scheme: str, *, alpha: float,
+                        classes_per_client: int, seed: int) -> np.ndarray:
+    """One simulated device's unlabeled training images: shard ``partition_id`` of ``partition(...)``.
+
+    The ClientApp and the local-only baseline both call this, so a client alone and the same
+    client in a federation train on exactly the same images.
+    """
+    from fedssl.data.partition import partition
+
+    images, labels = load_fashion_mnist("train")
+    shards = partition(labels, num_partitions, scheme, alpha=alpha, classes_per_client=classes_per_client, seed=seed)
+    return images[shards[partition_id]]  # labels stay behind: never used for training
