@@ -16,33 +16,45 @@ from fedssl.ssl import build_ssl_model
 from fedssl.state import backbone_arrays
 from server_app.evaluation import RoundEvaluator
 from server_app.metrics_exporter import MetricsExporter
-from server_app.outputs import RunOutputs
+from server_app.outputs import CHECKPOINT, RunOutputs
 from server_app.strategy import FedSSL
 
 app = ServerApp()
 
 
 def run_directory(cfg: RunConfig, run_id: int) -> Path:
-    """``<outputs-dir>/<run-id>``, or the folder named by ``resume`` (a path, or a run id under outputs-dir).
+    """``<outputs-dir>/<run-id>``, or the folder named by ``resume``.
+
+    ``resume`` may be a run id (``1234``), a path relative to ``outputs-dir`` or to the working
+    directory (``outputs/1234``, the README's spelling, also works where ``outputs-dir`` is
+    ``/outputs`` in a container), or an absolute path: the first of these with a checkpoint wins.
 
     Raises:
-        ValueError: if ``resume`` names a folder without a checkpoint.
+        ValueError: if none of them holds a checkpoint; the message names every folder tried.
     """
     root = Path(cfg.outputs_dir).expanduser()
     if not cfg.resume:
         return root / str(run_id)
-    resumed = Path(cfg.resume).expanduser()
-    resumed = resumed if resumed.is_absolute() or resumed.exists() else root / cfg.resume
-    if not (resumed / "checkpoint.pt").is_file():
-        raise ValueError(f"run config 'resume' = {cfg.resume!r}: no checkpoint.pt in {resumed}")
-    return resumed
+    tried = resume_candidates(root, cfg.resume)
+    for folder in tried:
+        if (folder / CHECKPOINT).is_file():
+            return folder
+    raise ValueError(f"run config 'resume' = {cfg.resume!r}: no {CHECKPOINT} in any of "
+                     + ", ".join(str(f) for f in tried))
+
+
+def resume_candidates(root: Path, resume: str) -> list[Path]:
+    """Where ``resume`` may point, in the order they are tried (duplicates removed)."""
+    given = Path(resume).expanduser()
+    candidates = [given] if given.is_absolute() else [root / given, given, root / given.name]
+    return list(dict.fromkeys(candidates))
 
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     cfg = RunConfig.from_flat(context.run_config)
     torch.manual_seed(cfg.seed)
-    outputs = RunOutputs(run_directory(cfg, context.run_id), str(context.run_id), cfg)
+    outputs = RunOutputs(run_directory(cfg, context.run_id), context.run_id, cfg)
 
     # 1. The starting point: a seeded random backbone, or the last checkpoint of the resumed run.
     arrays = backbone_arrays(build_ssl_model(cfg.ssl, cfg.model))
@@ -51,6 +63,8 @@ def main(grid: Grid, context: Context) -> None:
     if checkpoint is not None:
         arrays, done = checkpoint["arrays"], checkpoint["round"]
         log(logging.INFO, "[fedssl] resuming %s after round %d of %d", outputs.root, done, cfg.num_rounds)
+    else:
+        outputs.write_metrics()  # "running" on disk from the start: operators and the supervisor see the run
     log(logging.INFO, "[fedssl] outputs in %s", outputs.root.resolve())
 
     # 2. The strategy and the per-round evaluation on probe tasks.

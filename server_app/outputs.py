@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -25,16 +26,23 @@ CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"
 
 
+def event(status: str, flower_run_id: int, round: int) -> dict[str, Any]:
+    """One entry of ``metrics.json``'s ``events``: a status change of the run, with the Flower run doing it."""
+    return {"status": status, "at": time.time(), "flower_run_id": int(flower_run_id), "round": round}
+
+
 class RunOutputs:
     """The run folder and the history written into it."""
 
-    def __init__(self, root: Path, run_id: str, cfg: RunConfig) -> None:
+    def __init__(self, root: Path, run_id: int, cfg: RunConfig) -> None:
         self.root = root
         self.cfg = cfg
+        self.flower_run_id = run_id  # this ServerApp's run; a resumed run keeps its first run's "run_id"
         self.metrics: dict[str, Any] = {
-            "schema_version": SCHEMA_VERSION, "run_id": run_id, "status": "running", "started": time.time(),
+            "schema_version": SCHEMA_VERSION, "run_id": str(run_id), "status": "running", "started": time.time(),
             "config": cfg.to_flat(),
             "baselines": {}, "baseline_probes": {}, "rounds": [], "best": {},
+            "events": [event("started", run_id, 0)],
         }
 
     # --- resume -------------------------------------------------------------
@@ -53,9 +61,20 @@ class RunOutputs:
             raise ValueError(f"cannot resume: {path} is unreadable ({exc})") from exc
         self.metrics.update({k: ckpt["metrics"][k] for k in ("baselines", "rounds", "best", "run_id", "started")})
         self.metrics["baseline_probes"] = ckpt["metrics"].get("baseline_probes", {})
+        history = {**ckpt["metrics"], **self._history_on_disk()}  # a supervisor may have noted a failure since
+        self.metrics["events"] = [*history.get("events", []), event("resumed", self.flower_run_id, ckpt["round"])]
+        self.metrics["resumed_at_round"] = [*history.get("resumed_at_round", []), ckpt["round"]]
         self.metrics["status"] = "running"
-        self.metrics.setdefault("resumed_at_round", []).append(ckpt["round"])
+        self.write_metrics()
         return ckpt
+
+    def _history_on_disk(self) -> dict[str, Any]:
+        """``events`` and ``resumed_at_round`` of ``metrics.json`` as last written (empty if unreadable)."""
+        try:
+            on_disk = json.loads((self.root / METRICS).read_text())
+        except (OSError, ValueError):
+            return {}
+        return {k: on_disk[k] for k in ("events", "resumed_at_round") if isinstance(on_disk.get(k), list)}
 
     # --- per round ----------------------------------------------------------
     def record_initial(self, arrays: dict[str, np.ndarray], scores: dict[str, float]) -> None:
@@ -95,6 +114,7 @@ class RunOutputs:
         self.save_encoder(self.root / "encoder.pt", arrays, round=last.round, knn=last.knn)
         self.metrics["status"] = "completed"
         self.metrics["finished"] = time.time()
+        self.metrics["events"].append(event("completed", self.flower_run_id, last.round))
         self.write_metrics()
         plot_knn(self.metrics, self.root / "knn.png")
 

@@ -16,7 +16,7 @@ def test_a_round_worse_than_the_initial_encoder_never_replaces_it(tmp_path):
     torch.manual_seed(0)
     initial = backbone_arrays(build_ssl_model(cfg.ssl, cfg.model))
     trained = {k: (v + 0.1 if np.issubdtype(v.dtype, np.floating) else v) for k, v in initial.items()}
-    outputs = RunOutputs(tmp_path, "r", cfg)
+    outputs = RunOutputs(tmp_path, 7, cfg)
     outputs.record_initial(initial, {"fashion-mnist": 0.74, "digits": 0.94})
     record = RoundRecord(round=1, sampled=2, available=2, knn={"fashion-mnist": 0.80, "digits": 0.90})
     improved = outputs.record_round(record, trained, {})
