@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the fedssl images, one at a time (tags: docker/flags.yaml `images`).
 #
-# Usage: docker/build.sh [ROLE...]                     ROLE: superlink, supernode (default: both)
+# Usage: docker/build.sh [ROLE...]     ROLE: superlink, supernode (default: both), prometheus
 #   --base-image IMAGE   FROM of both stages (default python:3.11-slim; air-gapped: docker/build-base.sh's)
 #   --torch-index URL    extra pip index for torch ("" = PyPI/wheels only; default PyTorch's CPU index)
 #   --torch-packages S   e.g. "torch==2.13.0 torchvision==0.28.0" (default); "" = the base image's torch
@@ -26,7 +26,7 @@ while [[ $# -gt 0 ]]; do
     --ca-cert) ca=$2; shift 2 ;;
     --tag-suffix) suffix=$2; shift 2 ;;
     --platform) platform=$2; shift 2 ;;
-    superlink|supernode) roles+=("$1"); shift ;;
+    superlink|supernode|prometheus) roles+=("$1"); shift ;;
     -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "build.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -49,6 +49,10 @@ build=("$DOCKER" build)
 for role in "${roles[@]}"; do
   tag="fedssl/$role:$VERSION$suffix"
   start=$SECONDS
-  "${build[@]}" "${args[@]}" -f "docker/$role/Dockerfile" -t "$tag" .
+  if [[ $role == prometheus ]]; then  # Debian's package on the base image: no torch, no project
+    "${build[@]}" ${base:+--build-arg "BASE_IMAGE=$base"} -t "$tag" docker/monitoring/prometheus
+  else
+    "${build[@]}" "${args[@]}" -f "docker/$role/Dockerfile" -t "$tag" .
+  fi
   echo "build.sh: $tag in $((SECONDS - start)) s, $("$DOCKER" image inspect -f '{{.Size}}' "$tag" | awk '{printf "%d MB", $1/1e6}')"
 done

@@ -121,6 +121,13 @@ def containers(objs: list[dict]) -> Iterator[tuple[dict, dict, dict]]:
             yield obj, template, c
 
 
+def flower_containers(objs: list[dict]) -> Iterator[tuple[dict, dict, dict]]:
+    """The containers that run a Flower process (docker/flags.yaml applies to them), not helpers."""
+    for obj, template, c in containers(objs):
+        if c["command"][0].startswith("flower-"):
+            yield obj, template, c
+
+
 def volumes(workload: dict) -> dict[str, dict]:
     """Pod volumes by name, a StatefulSet's volumeClaimTemplates included (as PVC volumes)."""
     claims = {t["metadata"]["name"]: {"name": t["metadata"]["name"], "persistentVolumeClaim": {}}

@@ -12,9 +12,9 @@ from k8s_manifests import (
     FLAGS,
     JETSON_NODES,
     OVERLAYS,
-    containers,
     env_values,
     find,
+    flower_containers,
     label_match,
     mount_of,
     parse_args,
@@ -30,7 +30,7 @@ from k8s_manifests import (
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_pods_run_exactly_the_flags_of_docker_flags_yaml(overlay: str) -> None:
     roles = set()
-    for workload, template, c in containers(rendered(overlay)):
+    for workload, template, c in flower_containers(rendered(overlay)):
         roles.add(r := role(template, c))
         section, name = FLAGS[r], f"{overlay}: {where(workload, c)}"
         assert c["command"] == [section["command"]], name
@@ -61,7 +61,7 @@ def test_addresses_and_ports_agree_across_pods_services_and_flags(overlay: str) 
     objs = rendered(overlay)
     services = {s["metadata"]["name"]: s for s in find(objs, "Service")}
     superlink_pods = pod_template(find(objs, "Deployment", "superlink")[0])["metadata"]["labels"]
-    for workload, template, c in containers(objs):
+    for workload, template, c in flower_containers(objs):
         args, r, name = parse_args(c["args"]), role(template, c), where(workload, c)
         ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
         if r in ("superlink", "supernode"):
@@ -85,7 +85,7 @@ def test_every_file_in_the_flags_exists_in_the_pod(overlay: str) -> None:
     """Certificates, keys and secrets are keys of a mounted Secret; the database is on a volume."""
     objs = rendered(overlay)
     secrets = script_secrets(objs)
-    for workload, _, c in containers(objs):
+    for workload, _, c in flower_containers(objs):
         for flag, value in parse_args(c["args"]).items():
             if not isinstance(value, str) or not value.startswith("/"):
                 continue
@@ -111,7 +111,7 @@ def test_every_file_in_the_flags_exists_in_the_pod(overlay: str) -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_data_directories_in_the_environment_are_mounted(overlay: str) -> None:
-    for workload, _, c in containers(rendered(overlay)):
+    for workload, _, c in flower_containers(rendered(overlay)):
         for name, value in env_values(c).items():
             if name.endswith("_DIR") and value.startswith("/"):
                 mount_of(workload, c, value + "/x")
@@ -119,7 +119,7 @@ def test_data_directories_in_the_environment_are_mounted(overlay: str) -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_variable_in_the_args_is_defined(overlay: str) -> None:
-    for workload, _, c in containers(rendered(overlay)):
+    for workload, _, c in flower_containers(rendered(overlay)):
         used = set(re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", " ".join(c["command"] + c["args"])))
         defined = {e["name"] for e in c.get("env", [])}
         assert used <= defined, f"{where(workload, c)}: undefined {used - defined}"

@@ -10,12 +10,13 @@ Writes, under ROOT, one folder per compose volume (each mounted only where it is
     superexec-auth-serverapp/serverapp shared secret SuperLink <-> server-side SuperExec
     superexec-auth-clientapp/clientapp shared secret SuperNode <-> its SuperExec
     keys-<name>/<name>                 each SuperNode's private key (OpenSSH ECDSA P-384)
+    grafana/admin-password             Grafana's admin password (random; owned by --grafana-owner)
 
 Idempotent: what exists is kept (registered SuperNode keys must survive a restart); a new CA
 re-issues the SuperLink certificate. Needs only `cryptography` (a Flower dependency).
 
     fedssl-credentials /init --san superlink --san localhost --san 127.0.0.1 \
-        --supernode supernode-1 --supernode supernode-2 --owner 49999:49999
+        --supernode supernode-1 --supernode supernode-2 --owner 49999:49999 --grafana-owner 472:0
 """
 
 from __future__ import annotations
@@ -99,12 +100,12 @@ def supernode_key(name: str) -> tuple[bytes, bytes]:
 
 
 def create(root: Path, sans: list[str], supernodes: list[str], owner: tuple[int, int] | None,
-           days: int = 825) -> list[str]:
+           days: int = 825, grafana_owner: tuple[int, int] | None = None) -> list[str]:
     """Create what is missing under ``root``; returns the paths written."""
     written: list[str] = []
 
-    def put(rel: str, data: bytes, mode: int) -> None:
-        write(root / rel, data, mode, owner)
+    def put(rel: str, data: bytes, mode: int, file_owner: tuple[int, int] | None = owner) -> None:
+        write(root / rel, data, mode, file_owner)
         written.append(rel)
 
     # 1. The CA (kept if present) and the SuperLink certificate (re-issued with a new CA).
@@ -134,6 +135,10 @@ def create(root: Path, sans: list[str], supernodes: list[str], owner: tuple[int,
             private, public = supernode_key(name)
             put(f"keys-{name}/{name}", private, PRIVATE)
             put(f"ca/supernodes/{name}.pub", public, PUBLIC)
+
+    # 4. Grafana's admin password: never a default, never in the repository.
+    if not (root / "grafana/admin-password").is_file():
+        put("grafana/admin-password", secrets.token_urlsafe(24).encode(), PRIVATE, grafana_owner or owner)
     return written
 
 
@@ -143,10 +148,12 @@ def main() -> None:
     parser.add_argument("--san", action="append", required=True, help="DNS name or IP of the SuperLink (repeat)")
     parser.add_argument("--supernode", action="append", default=[], help="SuperNode name (repeat)")
     parser.add_argument("--owner", help="UID:GID that owns the files (when run as root)")
+    parser.add_argument("--grafana-owner", help="UID:GID of Grafana's user (default: --owner)")
     parser.add_argument("--days", type=int, default=825)
     args = parser.parse_args()
     owner = tuple(int(x) for x in args.owner.split(":")) if args.owner else None
-    written = create(args.root, args.san, args.supernode, owner, args.days)  # type: ignore[arg-type]
+    grafana_owner = tuple(int(x) for x in args.grafana_owner.split(":")) if args.grafana_owner else None
+    written = create(args.root, args.san, args.supernode, owner, args.days, grafana_owner)  # type: ignore[arg-type]
     print("credentials: " + (f"created {', '.join(written)}" if written else "all present, nothing to do"))
 
 
