@@ -1,0 +1,137 @@
+"""docker/compose.yaml with a real Docker engine: the README's commands, a federation over TLS with
+SuperNode authentication, monitoring through Prometheus, a SuperNode lost mid-run, a rogue key.
+
+The images are built on the air-gapped base (docker/build-base.sh, cached); the stack is shared
+with tests/test_compose_faults.py (fixtures in tests/conftest.py) and torn down with `down -v`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from compose_stack import (
+    COMPOSE_FILE,
+    COMPOSE_RUN,
+    DOCKER_DIR,
+    EXPOSE_FILE,
+    FEDERATION,
+    REPO,
+    Stack,
+    docker_ready,
+    load_script,
+    sh,
+    wait_finished,
+)
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.mark.parametrize("compose", [["docker-compose"], ["docker", "compose"]], ids=["v1.29", "v2"])
+def test_compose_file_is_valid_for_both_compose_versions(compose: list[str]) -> None:
+    docker_ready()
+    if sh([*compose, "version"], check=False).returncode != 0:
+        pytest.skip(f"{' '.join(compose)} is not installed (docker/ci-setup.sh installs both)")
+    default = yaml.safe_load(sh([*compose, "-f", str(COMPOSE_FILE), "config"], cwd=REPO).stdout)
+    assert set(FEDERATION) | {"credentials", "register-supernodes"} == set(default["services"])
+    assert "ports" not in default["services"]["superlink"]
+    grafana = yaml.safe_load(sh([*compose, "-f", str(COMPOSE_FILE), "--profile", "grafana", "config"],
+                                cwd=REPO).stdout)
+    assert {"prometheus", "grafana"} <= set(grafana["services"])
+    volumes = grafana["services"]["prometheus"]["volumes"]
+    sources = [v["source"] if isinstance(v, dict) else v.split(":")[0] for v in volumes]
+    assert str(DOCKER_DIR / "monitoring" / "prometheus") in sources  # docker/monitoring/, relative to docker/
+    exposed = yaml.safe_load(sh([*compose, "-f", str(COMPOSE_FILE), "-f", str(EXPOSE_FILE), "config"],
+                                cwd=REPO).stdout)
+    ports = exposed["services"]["superlink"]["ports"]
+    assert len(ports) == 1 and str(ports[0].get("target", ports[0])).endswith("8000")
+
+
+def test_two_rounds_over_tls_with_node_auth_watched_by_prometheus(stack: Stack) -> None:
+    # Prepare: both SuperNodes are online (the fixture waited); the credentials stayed in volumes.
+    assert sorted(n["status"] for n in stack.nodes()) == ["online", "online"]
+    seen: list[float] = []
+    first_round: list[float] = []
+    started = time.monotonic()
+
+    # Execute: a tiny run submitted the README's way; Prometheus (monitoring profile) scrapes the
+    # exporter inside the network, the only place it can be reached.
+    run_id = stack.submit({**COMPOSE_RUN, "min-train-nodes": 2})
+
+    def poll() -> None:
+        seen.extend(float(r["value"][1]) for r in stack.prometheus("fedssl_rounds_completed_total"))
+        if not first_round and (stack.metrics(run_id) or {}).get("rounds"):
+            first_round.append(time.monotonic())
+
+    status = wait_finished(stack, run_id, timeout=1500, on_poll=poll)
+    if first_round:
+        print(f"\n[docker] first round: {first_round[0] - started:.0f} s after submit, "
+              f"{first_round[0] - stack.started:.0f} s after `compose up`; "
+              f"whole run {time.monotonic() - started:.0f} s")
+
+    # Assert: Flower's status (`flwr run` exits 0 even on a crash), the output volume, Prometheus.
+    assert status == "finished:completed", stack.logs()
+    metrics = stack.metrics(run_id)
+    assert metrics["status"] == "completed"
+    assert [r["round"] for r in metrics["rounds"]] == [1, 2]
+    assert [r["replied"] for r in metrics["rounds"]] == [2, 2]  # both SuperNodes, every round
+    assert [e["status"] for e in metrics["events"]] == ["started", "completed"]
+    listing = stack.run("exec", "-T", "superexec-serverapp", "ls", f"/outputs/{run_id}").stdout.split()
+    assert {"metrics.json", "checkpoint.pt", "encoder.pt"} <= set(listing)
+    deadline = time.monotonic() + 60  # the exporter lingers after the last round until a scrape saw it
+    while 2.0 not in seen and time.monotonic() < deadline:
+        poll()
+        time.sleep(2)
+    assert 2.0 in seen, f"Prometheus never scraped the final round: {seen}\n{stack.logs('prometheus')}"
+
+
+def test_run_finishes_when_a_supernode_stops_mid_run(stack: Stack) -> None:
+    # Prepare: both SuperNodes online again; a run that survives losing one.
+    stack.wait_online(2)
+    run_id = stack.submit({**COMPOSE_RUN, "num-rounds": 4, "min-train-nodes": 1, "metrics-port": 0,
+                           "round-timeout": 600.0})
+
+    # Execute: stop supernode-1 (and its SuperExec) once the first round is in.
+    deadline = time.monotonic() + 1200
+    while not (stack.metrics(run_id) or {}).get("rounds"):
+        assert time.monotonic() < deadline, f"no round finished\n{stack.logs()}"
+        assert not stack.status(run_id).startswith("finished"), "run ended before a SuperNode could be stopped"
+        time.sleep(3)
+    stack.run("stop", "-t", "10", "supernode-1", "superexec-clientapp-1")
+    status = wait_finished(stack, run_id, timeout=1500)
+
+    # Assert: the run completed all rounds; after the stop only supernode-0 replied.
+    assert status == "finished:completed", stack.logs()
+    rounds = stack.metrics(run_id)["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2, 3, 4]
+    assert rounds[0]["replied"] == 2 and rounds[-1]["replied"] == 1  # supernode-1 really was gone
+    assert json.loads(stack.output(run_id, "metrics.json"))["status"] == "completed"
+    statuses = sorted(n["status"] for n in stack.nodes())
+    assert statuses == ["offline", "online"], statuses
+    stack.up("supernode-1", "superexec-clientapp-1")  # leave the stack whole for the next test
+    stack.wait_online(2)
+
+
+def test_unregistered_supernode_is_refused(stack: Stack, images: dict[str, str], tmp_path: Path) -> None:
+    # Prepare: a fresh key pair the SuperLink has never seen, readable by the image's user.
+    private, _ = load_script("credentials").supernode_key("rogue")
+    (tmp_path / "rogue").write_bytes(private)
+    (tmp_path / "rogue").chmod(0o444)
+    tmp_path.chmod(0o755)
+    before = {n["node-id"] for n in stack.nodes()}
+
+    # Execute: a SuperNode with that key, on the stack's network, with the stack's CA.
+    out = sh(["docker", "run", "--rm", "--network", f"{stack.project}_default",
+              "-v", f"{stack.project}_ca:/etc/fedssl/ca:ro", "-v", f"{tmp_path}:/etc/fedssl/keys:ro",
+              images["supernode"], "--superlink", "superlink:8000", "--root-certificates", "/etc/fedssl/ca/ca.crt",
+              "--auth-supernode-private-key", "/etc/fedssl/keys/rogue", "--max-retries", "0"],
+             timeout=300, check=False)
+
+    # Assert: it gives up with an error, and the SuperLink's node list has not grown.
+    log = out.stdout + out.stderr
+    assert out.returncode != 0, log
+    assert "Failed to activate SuperNode" in log, log  # not a TLS or network failure: the key was refused
+    assert {n["node-id"] for n in stack.nodes()} == before
