@@ -39,3 +39,12 @@ def test_only_the_superlinks_clients_reach_it_and_nothing_reaches_the_rest(overl
                 assert reachable == (p["name"] == "metrics"), f"{where(workload, c)}: port {p['name']}"
     for outsider in (None, {}, {"app.kubernetes.io/part-of": "fedssl"}, {"app.kubernetes.io/name": "superlink"}):
         assert not any(admits(r, "api", outsider) for r in rules), outsider
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_prometheus_in_the_monitoring_namespace_reaches_the_exporter(overlay: str) -> None:
+    objs = rendered(overlay)
+    serverapp = pod_template(find(objs, "Deployment", "serverapp")[0])["metadata"]["labels"]
+    peers = [peer for rule in ingress_rules(objs, serverapp) for peer in rule.get("from", [{}])]
+    assert peers == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                      "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
