@@ -194,3 +194,11 @@ def test_credentials_are_created_once_and_verify(tmp_path: Path) -> None:
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     assert credentials.create(tmp_path, ["superlink"], ["supernode-0", "supernode-1"], owner=None) == []
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before  # nothing replaced
+
+
+def test_every_script_an_image_installs_as_a_command_is_executable() -> None:
+    copied = re.findall(r"^COPY (docker/\S+\.py) /usr/local/bin/", (DOCKER_DIR / "superlink" / "Dockerfile").read_text()
+                        + (DOCKER_DIR / "supernode" / "Dockerfile").read_text(), re.MULTILINE)
+    assert "docker/superlink/supervisor.py" in copied
+    for script in copied:
+        assert (REPO / script).stat().st_mode & 0o111, f"{script} is not executable: the container cannot run it"
