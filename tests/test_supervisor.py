@@ -117,3 +117,19 @@ def test_toml_values_round_trip_through_a_toml_parser():
 
     for value in (True, 3, 0.002, "fedavg", "a 'quoted' \"string\"", ""):
         assert tomllib.loads(f"k = {supervisor.toml_value(value)}")["k"] == value
+
+
+def test_a_refused_resubmission_notes_nothing_and_is_retried(tmp_path):
+    folder = run_folder(tmp_path, 4, rounds=2)
+
+    def refuse(app, overrides):
+        raise RuntimeError("Connection to the SuperLink is unavailable")
+
+    with pytest.raises(RuntimeError):
+        supervisor.supervise_once(tmp_path, "/app", 30, 3, statuses=lambda: {4: "finished:failed"},
+                                  resubmit=refuse, say=print)
+    assert [e["status"] for e in metrics(folder)["events"]] == ["started"]
+    os.utime(folder / "metrics.json", (time.time() - 3600,) * 2)
+    assert supervisor.supervise_once(tmp_path, "/app", 30, 3, statuses=lambda: {4: "finished:failed"},
+                                     resubmit=lambda app, overrides: 5, say=print) == [5]
+    assert [e["status"] for e in metrics(folder)["events"]] == ["started", "failed", "resubmitted"]

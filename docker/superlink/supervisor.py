@@ -147,13 +147,13 @@ def supervise_once(outputs: Path, app: str, grace_s: float, max_resumes: int,
         decision = decide(folder, metrics, flower, time.time(), grace_s, max_resumes)
         if decision.action in ("skip", "wait"):
             continue
-        note(folder, metrics, "failed", decision.flower_run_id, decision.round, reason=decision.reason)
         if decision.action == "give-up":
             metrics["status"] = "failed"
-            write_metrics(folder, metrics)
+            note(folder, metrics, "failed", decision.flower_run_id, decision.round, reason=decision.reason)
             say(f"supervisor: {folder.name}: giving up: {decision.reason}")
             continue
-        new_run = resubmit(app, resume_overrides(folder, metrics))
+        new_run = resubmit(app, resume_overrides(folder, metrics))  # raises if the SuperLink refuses: retried
+        note(folder, metrics, "failed", decision.flower_run_id, decision.round, reason=decision.reason)
         note(folder, metrics, "resubmitted", new_run, decision.round)
         say(f"supervisor: {folder.name}: {decision.reason}; resumed after round {decision.round} as run {new_run}")
         submitted.append(new_run)
