@@ -36,7 +36,7 @@ def test_image_folder_skips_corrupt_files_and_counts_them(tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     folder = load_image_folder(tmp_path, size=28, channels=1)
     assert folder.images.shape == (2, 1, 28, 28)
-    assert [p.endswith("c.png") for p in folder.skipped] == [True]
+    assert [p.endswith("c.png") for p in folder.skipped.paths] == [True]
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "x.jpg").write_bytes(b"garbage")
