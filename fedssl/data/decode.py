@@ -39,7 +39,7 @@ from fedssl.data.skips import SkipReason, UnusableImage
 
 DEFAULT_MAX_PIXELS = 50_000_000  # a 50 MP phone photo (8160 x 6120); ~150 MB as RGB
 BACKGROUND = 0  # grey level that transparent pixels become
-FORMATS = ("PNG", "JPEG", "MPO", "BMP", "DIB", "GIF", "WEBP", "TIFF", "PPM")  # what IMAGE_SUFFIXES name
+FORMATS = ("PNG", "JPEG", "BMP", "DIB", "GIF", "WEBP", "TIFF", "PPM")  # what IMAGE_SUFFIXES name (JPEG: MPO too)
 ALPHA_MODES = {"LA", "La", "RGBA", "RGBa", "PA"}
 INT16_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
 
@@ -85,6 +85,7 @@ def load_image(path: str | Path, size: int, channels: int, max_pixels: int = DEF
         UnusableImage: with the reason (missing, special file, empty, unreadable, too many pixels,
             corrupt, unsupported mode, non-finite pixels).
     """
+    Image.init()  # registers every plugin (once), so ``formats`` can name TIFF, WEBP, MPO...
     with open_regular(path) as f:
         try:
             img = Image.open(f, formats=FORMATS)
