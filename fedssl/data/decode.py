@@ -20,7 +20,8 @@ Pixel modes are mapped to the model's 8-bit range by value, never clipped:
 
 Pixel cap: ``Image.open`` reads only the header, so the size is checked against ``max_pixels``
 before a single pixel is decoded (a 6 MB PNG of 13,300^2 pixels would take ~1 GB). Pillow's own
-``DecompressionBombError`` (above 2 x ``Image.MAX_IMAGE_PIXELS``) is reported the same way.
+``DecompressionBombError`` (above 2 x ``Image.MAX_IMAGE_PIXELS``, raised to the cap when the cap is
+higher) is reported the same way.
 Files are opened with ``O_NONBLOCK`` and checked with ``fstat`` to be regular before any read, so a
 FIFO swapped in after the folder walk cannot block.
 """
@@ -85,12 +86,14 @@ def load_image(path: str | Path, size: int, channels: int, max_pixels: int = DEF
         UnusableImage: with the reason (missing, special file, empty, unreadable, too many pixels,
             corrupt, unsupported mode, non-finite pixels).
     """
-    Image.init()  # registers every plugin (once), so ``formats`` can name TIFF, WEBP, MPO...
+    Image.init()  # registers every plugin (once), so ``formats`` can name TIFF, WEBP...
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels  # a cap raised on purpose is not refused by Pillow's lower one
     with open_regular(path) as f:
         try:
             img = Image.open(f, formats=FORMATS)
-        except Image.DecompressionBombError as exc:
-            raise UnusableImage(SkipReason.TOO_LARGE, str(exc)) from exc
+        except Image.DecompressionBombError as exc:  # over 2x Pillow's limit: checked by Image.open itself
+            raise UnusableImage(SkipReason.TOO_LARGE, f"{exc} (Pillow's decompression-bomb check)") from exc
         except UnidentifiedImageError as exc:
             raise UnusableImage(SkipReason.CORRUPT, f"not a {'/'.join(FORMATS)} image") from exc
         except Exception as exc:  # a plugin's header parser may raise anything on a hostile header
