@@ -214,3 +214,13 @@ def test_files_of_other_formats_or_broken_data_are_corrupt(tmp_path):
     (tmp_path / "empty.png").write_bytes(b"")
     assert reason(tmp_path / "empty.png").reason is SkipReason.EMPTY
     assert reason(tmp_path / "missing.png").reason is SkipReason.MISSING
+
+
+@pytest.mark.parametrize(("mode", "channels"), [("RGBA", 1), ("RGBA", 3), ("LA", 1), ("LA", 3)])
+def test_opaque_alpha_decodes_exactly_as_before(tmp_path, mode, channels):
+    pixels = np.random.default_rng(1).integers(0, 256, (41, 57, 4), dtype=np.uint8)
+    pixels[..., 3] = 255
+    Image.fromarray(pixels, "RGBA").convert(mode).save(tmp_path / "x.png")
+    before = Image.open(tmp_path / "x.png").convert("L" if channels == 1 else "RGB").resize((28, 28), Image.BILINEAR)
+    expected = np.asarray(before)[None] if channels == 1 else np.asarray(before).transpose(2, 0, 1)
+    np.testing.assert_array_equal(load_image(tmp_path / "x.png", 28, channels), expected)

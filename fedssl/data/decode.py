@@ -14,7 +14,8 @@ Pixel modes are mapped to the model's 8-bit range by value, never clipped:
   exactly (x * 255), [-1, 1] and HDR images fit their own range. NaN/inf pixels skip the file.
 - alpha (``LA``, ``RGBA``, ``PA``, ``RGBa``, palette or grey with a transparent colour): composited
   over :data:`BACKGROUND` (black, the empty margin of the data sets the encoders train on), after a
-  premultiplied-alpha resize so transparent pixels' hidden colours never bleed in.
+  premultiplied-alpha resize so transparent pixels' hidden colours never bleed in. An alpha channel
+  opaque everywhere is dropped, exactly as before.
 - palette (``P``) through its palette; ``CMYK``, ``YCbCr``, ``HSV``, ``RGBX`` by Pillow's conversion
   (CMYK without colour management); ``LAB`` through LittleCMS to sRGB.
 
@@ -119,7 +120,7 @@ def decode(img: Image.Image, size: int, channels: int, background: int = BACKGRO
     if mode in ("1", "L", "RGB") and not transparent:  # the common 8-bit path, unchanged
         out = img.convert(target).resize((size, size), Image.BILINEAR)
     elif mode in ALPHA_MODES or transparent:
-        out = _composite(img, size, background).convert(target)
+        out = _composite(img, size, target, background)
     elif mode in INT16_MODES or mode == "I":
         out = _to_grey(_int_range(img), img.resize((size, size), Image.BILINEAR)).convert(target)
     elif mode == "F":
@@ -134,12 +135,18 @@ def decode(img: Image.Image, size: int, channels: int, background: int = BACKGRO
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
 
-def _composite(img: Image.Image, size: int, background: int) -> Image.Image:
-    """Resize with premultiplied alpha (Pillow does this for RGBA), then blend over ``background``."""
-    rgba = np.asarray(img.convert("RGBA").resize((size, size), Image.BILINEAR), dtype=np.float32)
+def _composite(img: Image.Image, size: int, target: str, background: int) -> Image.Image:
+    """Resize with premultiplied alpha (Pillow does this for RGBA), then blend over ``background``.
+
+    An alpha channel opaque everywhere (most RGBA screenshots) is dropped, as it always was.
+    """
+    rgba = img.convert("RGBA")
+    if rgba.getchannel("A").getextrema() == (255, 255):
+        return rgba.convert(target).resize((size, size), Image.BILINEAR)
+    rgba = np.asarray(rgba.resize((size, size), Image.BILINEAR), dtype=np.float32)
     alpha = rgba[..., 3:] / 255.0
     rgb = rgba[..., :3] * alpha + np.float32(background) * (1.0 - alpha)
-    return Image.fromarray(np.clip(np.rint(rgb), 0, 255).astype(np.uint8), "RGB")
+    return Image.fromarray(np.clip(np.rint(rgb), 0, 255).astype(np.uint8), "RGB").convert(target)
 
 
 def _int_range(img: Image.Image) -> tuple[float, float]:
