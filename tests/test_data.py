@@ -1,6 +1,11 @@
+import json
 import logging
 import os
+import shutil
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -137,19 +142,38 @@ def test_image_folder_counts_files_over_the_pixel_cap(tmp_path):
         load_image_folder(tmp_path, size=8, channels=3, max_pixels=0)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
-def test_unreadable_files_and_folders_are_named(tmp_path):
-    Image.new("L", (8, 8)).save(tmp_path / "ok.png")
-    Image.new("L", (8, 8)).save(tmp_path / "secret.png")
-    (tmp_path / "locked").mkdir()
-    os.chmod(tmp_path / "secret.png", 0)
-    os.chmod(tmp_path / "locked", 0)
+UNREADABLE_CHILD = """
+import json, os, sys
+from fedssl.data.image_folder import load_image_folder
+from PIL import Image
+Image.init()  # plugins imported before dropping privileges
+if os.geteuid() == 0:  # root reads everything: become nobody
+    os.setgid(65534)
+    os.setuid(65534)
+folder = load_image_folder(sys.argv[1], 8, 1)
+print(json.dumps([folder.paths, [[f.path, f.reason.value, f.detail] for f in folder.skipped]]))
+"""
+
+
+def test_unreadable_files_and_folders_are_named():
+    root = Path(tempfile.mkdtemp(prefix="fedssl-unreadable-", dir="/tmp"))  # reachable by 'nobody'
     try:
-        folder = load_image_folder(tmp_path, size=8, channels=1)
+        root.chmod(0o755)
+        Image.new("L", (8, 8)).save(root / "ok.png")
+        Image.new("L", (8, 8)).save(root / "secret.png")
+        (root / "secret.png").chmod(0)
+        (root / "locked").mkdir()
+        (root / "locked").chmod(0)
+        out = subprocess.run([sys.executable, "-c", UNREADABLE_CHILD, str(root)], capture_output=True, text=True,
+                             timeout=60, cwd=Path(__file__).resolve().parents[1])
+        assert out.returncode == 0, out.stderr
+        paths, skipped = json.loads(out.stdout)
+        assert paths == [str(root / "ok.png")]
+        assert skipped == [[str(root / "locked"), "unreadable", "folder: Permission denied"],
+                           [str(root / "secret.png"), "unreadable", "Permission denied"]]
     finally:
-        os.chmod(tmp_path / "locked", 0o755)
-    assert {Path(f.path).name: f.reason.value for f in folder.skipped} == {"secret.png": "unreadable",
-                                                                           "locked": "unreadable"}
+        (root / "locked").chmod(0o755)
+        shutil.rmtree(root)
 
 
 def test_a_device_with_16bit_images_trains_on_scaled_pixels(tmp_path):

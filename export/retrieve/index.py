@@ -90,7 +90,8 @@ class RetrievalIndex:
         """
         emb, paths, labels = embed_source(encoder, source, batch_size, progress, desc="indexing")
         if not paths:
-            raise ValueError(f"no readable image to index ({len(source.skipped)} skipped)")
+            why = source.skipped.summary() if source.skipped else "no image file given or found"
+            raise ValueError(f"no readable image to index: {why}")
         info = {"model_file": encoder.path.name, "precision": encoder.meta.precision, "run_id": encoder.meta.run_id,
                 "round": encoder.meta.round, "created": time.time(), "skipped": len(source.skipped),
                 "skipped_by_reason": source.skipped.counts()}
