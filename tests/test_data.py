@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from client_app.data import node_images
 from export.retrieve.images import FileImages
+from fedssl.config import RunConfig
 from fedssl.data.digits import load_digits_images
 from fedssl.data.fashion_mnist import DatasetMissingError, load_fashion_mnist
 from fedssl.data.image_folder import load_image, load_image_folder
@@ -182,3 +184,15 @@ def test_a_device_with_16bit_images_trains_on_scaled_pixels(tmp_path):
     Image.fromarray(np.full((8, 8), 0.25, dtype=np.float32)).save(tmp_path / "quarter.tif")
     folder = load_image_folder(tmp_path, size=8, channels=1)
     assert folder.images[:, 0, 0, 0].tolist() == [128, 64]  # before: 255 (clipped) and 0 (truncated)
+
+
+def test_a_device_sets_its_pixel_cap_in_its_node_config(tmp_path):
+    Image.new("L", (40, 40), 50).save(tmp_path / "big.png")
+    Image.new("L", (20, 20), 60).save(tmp_path / "small.png")
+    cfg = RunConfig.from_flat({})
+    assert len(node_images(cfg, {"data-dir": str(tmp_path)})) == 2  # default cap: 50 M pixels
+    images = node_images(cfg, {"data-dir": str(tmp_path), "max-image-pixels": 1000})
+    assert images.shape == (1, 1, 28, 28) and images[0, 0, 0, 0] == 60
+    for bad in (0, -5, 2.5, "many"):
+        with pytest.raises(ValueError, match="node config 'max-image-pixels'"):
+            node_images(cfg, {"data-dir": str(tmp_path), "max-image-pixels": bad})
