@@ -234,6 +234,7 @@ def test_models_whose_metadata_lies_fail_in_one_line(capsys, model, gallery, tmp
                                                   std="[1, 1]"),
         "height 28 != width 30": with_props(model, tmp_path / "sq.onnx", width="30"),
         "std > 0": with_props(model, tmp_path / "std.onnx", std="[0.0]"),
+        "has no output 'features'": with_props(model, tmp_path / "out.onnx", output_name='"features"'),
     }
     for needle, bad in cases.items():
         code, out, err = cli(capsys, "index", "--model", str(bad), "--images", str(gallery / "bright0.png"),

@@ -82,6 +82,9 @@ class OnnxEncoder:
         inputs = {i.name: i for i in self.session.get_inputs()}
         if self.meta.input_name not in inputs:
             raise ModelError(f"model {self.path} has no input {self.meta.input_name!r} (inputs: {list(inputs)})")
+        outputs = [o.name for o in self.session.get_outputs()]
+        if self.meta.output_name not in outputs:
+            raise ModelError(f"model {self.path} has no output {self.meta.output_name!r} (outputs: {outputs})")
         self.sha256 = sha256_file(self.path)
         self.providers = self.session.get_providers()
         log.info("loaded %s (%s, sha256 %s) on %s", self.path, self.meta.precision, self.sha256[:12], self.providers)
