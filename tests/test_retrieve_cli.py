@@ -128,6 +128,11 @@ def test_a_folder_or_a_foreign_file_as_model_or_index(capsys, model, index, gall
                           "is a folder, not an index file")
     assert_one_line_error(*cli(capsys, "query", "--model", str(index), "--index", str(index), query)[::2],
                           "not a readable ONNX model")
+    os.mkfifo(tmp_path / "fifo.npz")
+    assert_one_line_error(*cli(capsys, "query", "--model", str(model), "--index", str(tmp_path / "fifo.npz"),
+                               query)[::2], "is not a regular file (never opened)")
+    assert_one_line_error(*cli(capsys, "query", "--model", str(tmp_path / "fifo.npz"), "--index", str(index),
+                               query)[::2], "is not a regular file (never opened)")
 
 
 # --- index contents -----------------------------------------------------------------------------

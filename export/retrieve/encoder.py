@@ -62,6 +62,8 @@ class OnnxEncoder:
         self.path = Path(path)
         if self.path.is_dir():
             raise ModelError(f"model {self.path} is a folder, not a model file (give its encoder.onnx)")
+        if self.path.exists() and not self.path.is_file():
+            raise ModelError(f"model {self.path} is not a regular file (never opened)")
         if not self.path.is_file():
             raise ModelError(f"model {self.path} does not exist (export one with fedssl-export)")
         options = ort.SessionOptions()

@@ -143,6 +143,8 @@ class RetrievalIndex:
         path = Path(path)
         if path.is_dir():
             raise IndexFileError(f"index {path} is a folder, not an index file")
+        if path.exists() and not path.is_file():
+            raise IndexFileError(f"index {path} is not a regular file (never opened)")
         if not path.is_file():
             raise IndexFileError(f"index {path} does not exist (build one with 'fedssl-retrieve index')")
         if not zipfile.is_zipfile(path):
