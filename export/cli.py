@@ -66,7 +66,9 @@ def real_images(folder: str | None, split: str, count: int, meta: EncoderMetadat
             if have >= count:
                 break
         if not batches:
-            raise ValueError(f"no readable image in {folder} ({len(source.skipped)} skipped)")
+            raise ValueError(f"no readable image in {folder}: {source.skipped.summary()}")
+        if source.skipped:
+            print(f"fedssl-export: {source.skipped.summary()}", file=sys.stderr)
         return np.concatenate(batches)[:count]
     images, _ = load_fashion_mnist(split)
     pick = np.sort(np.random.default_rng(seed).choice(len(images), min(count, len(images)), replace=False))

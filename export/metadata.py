@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,6 +49,17 @@ class EncoderMetadata:
     output_name: str = OUTPUT_NAME
 
     def __post_init__(self) -> None:
+        for name in ("channels", "height", "width", "embedding_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} = {value!r} must be a whole number >= 1")
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels = {self.channels} must be 1 or 3")
+        if self.height != self.width:
+            raise ValueError(f"height {self.height} != width {self.width}: images are resized to squares")
+        if not all(isinstance(v, int | float) and math.isfinite(v) for v in (*self.mean, *self.std)) or \
+                not all(v > 0 for v in self.std):
+            raise ValueError(f"mean {self.mean} / std {self.std} must be finite numbers, std > 0")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision = {self.precision!r} is not one of {list(PRECISIONS)}")
         if len(self.mean) != self.channels or len(self.std) != self.channels:

@@ -231,10 +231,10 @@ def test_corrupt_files_are_skipped_with_reasons(tmp_path, test_images):
     images = np.concatenate([b.images for b in source.batches(2)])
     assert images.shape == (3, 1, 28, 28)
     np.testing.assert_array_equal(images, test_images[0][:3])  # lossless round trip, same pixels
-    skipped = dict(source.skipped.items)
-    assert set(skipped) == {str(tmp_path / n) for n in ("garbage.png", "truncated.png", "empty.jpg", "missing.png")}
-    assert skipped[str(tmp_path / "missing.png")] == "no such file"
-    assert source.skipped.summary().startswith("skipped 4 unreadable image(s): ")
+    skipped = {f.path: f.reason.value for f in source.skipped}
+    assert skipped == {str(tmp_path / "garbage.png"): "corrupt", str(tmp_path / "truncated.png"): "corrupt",
+                       str(tmp_path / "empty.jpg"): "empty", str(tmp_path / "missing.png"): "missing"}
+    assert source.skipped.summary().startswith("skipped 4 file(s) [corrupt 2, ")
 
 
 # --- the retrieve CLI (subprocesses: the device has no torch) --------------------------------------
@@ -268,7 +268,7 @@ def test_index_and_query_skip_corrupt_images_and_report_them(exported, tmp_path,
     index = tmp_path / "g.npz"
     out = run_module("export.retrieve.cli", "index", "--model", str(model), "--images", str(gallery), "-o", str(index))
     assert out.returncode == 0, out.stderr
-    assert "skipped 2 unreadable image(s)" in out.stderr and "bad.jpg" in out.stderr and "cut.png" in out.stderr
+    assert "skipped 2 file(s) [corrupt 2]" in out.stderr and "bad.jpg" in out.stderr and "cut.png" in out.stderr
     loaded = RetrievalIndex.load(index)
     assert len(loaded) == 20 and loaded.model_sha256 == sha256_file(model)
     assert set(loaded.labels) == {FASHION_MNIST_CLASSES[y] for y in test_images[1][:20]}  # sub-folder names

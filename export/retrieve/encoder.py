@@ -60,6 +60,10 @@ class OnnxEncoder:
 
     def __init__(self, path: str | Path, provider: str = "auto", threads: int = 0) -> None:
         self.path = Path(path)
+        if self.path.is_dir():
+            raise ModelError(f"model {self.path} is a folder, not a model file (give its encoder.onnx)")
+        if self.path.exists() and not self.path.is_file():
+            raise ModelError(f"model {self.path} is not a regular file (never opened)")
         if not self.path.is_file():
             raise ModelError(f"model {self.path} does not exist (export one with fedssl-export)")
         options = ort.SessionOptions()
@@ -80,6 +84,9 @@ class OnnxEncoder:
         inputs = {i.name: i for i in self.session.get_inputs()}
         if self.meta.input_name not in inputs:
             raise ModelError(f"model {self.path} has no input {self.meta.input_name!r} (inputs: {list(inputs)})")
+        outputs = [o.name for o in self.session.get_outputs()]
+        if self.meta.output_name not in outputs:
+            raise ModelError(f"model {self.path} has no output {self.meta.output_name!r} (outputs: {outputs})")
         self.sha256 = sha256_file(self.path)
         self.providers = self.session.get_providers()
         log.info("loaded %s (%s, sha256 %s) on %s", self.path, self.meta.precision, self.sha256[:12], self.providers)
@@ -99,9 +106,19 @@ class OnnxEncoder:
 
         Raises:
             ValueError: if the images do not have the model's channels and size.
+            ModelError: if the model fails on them or its output is not ``(N, embedding_dim)``
+                (the metadata lies about the graph).
         """
         expected = (self.meta.channels, self.meta.height, self.meta.width)
         if images.ndim != 4 or images.shape[1:] != expected:
             raise ValueError(f"images of shape {images.shape} do not fit the model's input (N, *{expected})")
         x = normalize(images, self.meta.mean, self.meta.std)
-        return self.session.run([self.meta.output_name], {self.meta.input_name: x})[0].astype(np.float32)
+        try:
+            out = self.session.run([self.meta.output_name], {self.meta.input_name: x})[0]
+        except Exception as exc:  # onnxruntime's own exception classes: wrong shapes, types, missing output
+            raise ModelError(f"model {self.path} failed on a batch of shape {x.shape}: {exc}") from exc
+        out = np.asarray(out)
+        if out.shape != (len(images), self.meta.embedding_dim) or out.dtype.kind != "f":
+            raise ModelError(f"model {self.path} returned {out.dtype} {out.shape} for {len(images)} image(s), "
+                             f"not ({len(images)}, {self.meta.embedding_dim}) floats as its metadata says")
+        return out.astype(np.float32)

@@ -2,21 +2,25 @@
 
 Two sources: image files (a folder, recursively, or explicit paths; the label of
 an image is its sub-folder below the folder given, ImageFolder-style) and the
-Fashion-MNIST idx files. An unreadable or corrupt file is recorded in
-``skipped`` with the reason and never stops the iteration.
+Fashion-MNIST idx files. A file that cannot be used (missing, special, a
+symlink loop, corrupt, over the pixel cap...) is recorded in ``skipped`` with
+its reason and never stops the iteration.
 """
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from fedssl.data.decode import DEFAULT_MAX_PIXELS
 from fedssl.data.fashion_mnist import load_fashion_mnist  # numpy-only idx reader
-from fedssl.data.image_folder import list_images, load_image  # the device training's own decoder
+from fedssl.data.image_folder import load_image, path_status, scan_folder  # the device training's own decoder
+from fedssl.data.skips import SkipReason, SkipReport, UnusableImage
 
 FASHION_MNIST_CLASSES = ("tshirt-top", "trouser", "pullover", "dress", "coat",
                          "sandal", "shirt", "sneaker", "bag", "ankle-boot")
@@ -29,24 +33,6 @@ class ImageBatch:
     images: np.ndarray
     paths: list[str]
     labels: list[str]
-
-
-@dataclass
-class Skipped:
-    """Files that could not be used, with why."""
-
-    items: list[tuple[str, str]] = field(default_factory=list)
-
-    def add(self, path: str, reason: str) -> None:
-        self.items.append((path, reason))
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def summary(self, limit: int = 10) -> str:
-        names = ", ".join(f"{p} ({r})" for p, r in self.items[:limit])
-        more = f" and {len(self.items) - limit} more" if len(self.items) > limit else ""
-        return f"skipped {len(self.items)} unreadable image(s): {names}{more}"
 
 
 def normalize(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
@@ -71,31 +57,41 @@ def fit_array(images: np.ndarray, size: int, channels: int) -> np.ndarray:
 class FileImages:
     """Image files to decode: folders (searched recursively) and single files, in the order given."""
 
-    def __init__(self, inputs: Sequence[str | Path], size: int, channels: int) -> None:
-        self.size, self.channels = size, channels
-        self.skipped = Skipped()
+    def __init__(self, inputs: Sequence[str | Path], size: int, channels: int,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        if max_pixels < 1:
+            raise ValueError(f"max-pixels = {max_pixels} must be >= 1")
+        self.size, self.channels, self.max_pixels = size, channels, max_pixels
+        self.skipped = SkipReport()
         self.entries: list[tuple[Path, str]] = []
         for item in map(Path, inputs):
-            if item.is_dir():
+            st, problem = path_status(item)
+            if problem is not None:
+                self.skipped.add_error(str(item), problem)
+            elif stat.S_ISDIR(st.st_mode):
+                scan = scan_folder(item)
+                self.skipped.extend(scan.skipped)
                 self.entries += [(p, "" if p.parent == item else p.parent.relative_to(item).as_posix())
-                                 for p in list_images(item)]
-            elif item.is_file():
+                                 for p in scan.files]
+            elif stat.S_ISREG(st.st_mode):
                 self.entries.append((item, ""))
             else:
-                self.skipped.add(str(item), "no such file")
+                self.skipped.add(str(item), SkipReason.SPECIAL, "not a regular file or folder, never opened")
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def batches(self, batch_size: int) -> Iterator[ImageBatch]:
-        """Decoded batches of up to ``batch_size`` readable images; unreadable ones go to ``skipped``."""
+        """Decoded batches of up to ``batch_size`` readable images; unusable ones go to ``skipped``."""
+        if batch_size < 1:
+            raise ValueError(f"batch size = {batch_size} must be >= 1")
         for start in range(0, len(self.entries), batch_size):
             images, paths, labels = [], [], []
             for path, label in self.entries[start:start + batch_size]:
                 try:
-                    images.append(load_image(path, self.size, self.channels))
-                except Exception as exc:  # any decoder failure on a user's file means "skip it"
-                    self.skipped.add(str(path), type(exc).__name__)
+                    images.append(load_image(path, self.size, self.channels, self.max_pixels))
+                except UnusableImage as exc:
+                    self.skipped.add_error(str(path), exc)
                     continue
                 paths.append(str(path))
                 labels.append(label)
@@ -114,7 +110,7 @@ class FashionMnistImages:
         self.split, self.offset = split, offset
         self.images, self.labels = images[offset:stop], labels[offset:stop]
         self.size, self.channels = size, channels
-        self.skipped = Skipped()
+        self.skipped = SkipReport()
 
     def __len__(self) -> int:
         return len(self.images)
