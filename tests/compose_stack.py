@@ -206,7 +206,7 @@ class Stack:
         return self.run("logs", "--no-color", "--tail", "60", *services, timeout=120, check=False).stdout[-20000:]
 
     def down(self) -> None:
-        self.run("--profile", "monitoring", "down", "-v", "--remove-orphans", "-t", "5", timeout=300, check=False)
+        self.run("--profile", "monitoring", "down", "-v", "--remove-orphans", "-t", "5", timeout=900, check=False)
 
 
 def toml_value(value: Any) -> str:

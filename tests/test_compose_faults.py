@@ -60,7 +60,7 @@ def test_a_run_survives_a_killed_serverapp_and_a_long_superlink_outage(stack: St
     back = time.monotonic()
     resumes_before = events("resumed")
     wait_until(stack, "run completed", lambda: (stack.metrics(folder) or {}).get("status") == "completed",
-               timeout=1200)
+               timeout=1800)
     print(f"[docker] SuperLink down {OUTAGE_S} s: completed {time.monotonic() - back:.0f} s after it came back, "
           f"with {events('resumed') - resumes_before} more resume(s)")
 
