@@ -1,7 +1,7 @@
 """Faults in the compose federation, healed without a person: the supervisor resumes the run.
 
-A short run loses its ServerApp's container (killed from the host, as the OOM killer would) and
-later the SuperLink for longer than Flower's heartbeat limit. The run must complete every round,
+A short run loses a SuperNode's and its ServerApp's containers (killed from the host, as the OOM
+killer would) and later the SuperLink for longer than Flower's heartbeat limit. The run must complete every round,
 with continuous round numbers, a final encoder, and every failure and resume in metrics.json.
 Measured times are printed (docs/docker.md, "Faults and recovery", quotes them).
 """
@@ -34,7 +34,7 @@ def crash(stack: Stack, service: str) -> None:
     sh(["kill", "-9", pid])
 
 
-def test_a_run_survives_a_killed_serverapp_and_a_long_superlink_outage(stack: Stack) -> None:
+def test_a_run_survives_killed_containers_and_a_long_superlink_outage(stack: Stack) -> None:
     # Prepare: both SuperNodes online; a 5-round run that needs both of them.
     stack.wait_online(2)
     folder = stack.submit({**COMPOSE_RUN, "num-rounds": 5, "min-train-nodes": 2, "metrics-port": 0})
@@ -45,8 +45,10 @@ def test_a_run_survives_a_killed_serverapp_and_a_long_superlink_outage(stack: St
     def events(status: str) -> int:
         return sum(e["status"] == status for e in (stack.metrics(folder) or {}).get("events", []))
 
-    # Execute 1: the ServerApp's container crashes once round 1 is in; the supervisor resumes.
+    # Execute 1: once round 1 is in, a SuperNode's container crashes (its restart policy brings it
+    # back under the same node id) and so does the ServerApp's; the supervisor resumes the run.
     wait_until(stack, "round 1", lambda: len(rounds()) >= 1)
+    crash(stack, "supernode-1")
     crash(stack, "superexec-serverapp")
     healed = wait_until(stack, "resume after the ServerApp crash", lambda: events("resumed") >= 1)
     print(f"\n[docker] ServerApp killed after round {rounds()[-1] if rounds() else 0}: resumed {healed:.0f} s later")
@@ -74,3 +76,4 @@ def test_a_run_survives_a_killed_serverapp_and_a_long_superlink_outage(stack: St
     assert statuses.count("failed") == statuses.count("resubmitted") == statuses.count("resumed") >= 1
     assert len(metrics["resumed_at_round"]) == statuses.count("resumed")
     assert stack.status(metrics["events"][-1]["flower_run_id"]) == "finished:completed"
+    stack.wait_online(2)  # the crashed SuperNode is back
