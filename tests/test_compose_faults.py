@@ -75,5 +75,8 @@ def test_a_run_survives_killed_containers_and_a_long_superlink_outage(stack: Sta
     assert statuses[0] == "started" and statuses[-1] == "completed"
     assert statuses.count("failed") == statuses.count("resubmitted") == statuses.count("resumed") >= 1
     assert len(metrics["resumed_at_round"]) == statuses.count("resumed")
-    assert stack.status(metrics["events"][-1]["flower_run_id"]) == "finished:completed"
+    last_run = metrics["events"][-1]["flower_run_id"]  # its ServerApp wrote "completed" and is exiting
+    wait_until(stack, f"Flower marks run {last_run} completed", lambda: stack.status(last_run).startswith("finished"),
+               timeout=300)
+    assert stack.status(last_run) == "finished:completed"
     stack.wait_online(2)  # the crashed SuperNode is back
