@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -22,16 +22,21 @@ from fedssl import reply
 from fedssl.config import RunConfig
 from fedssl.round_record import ClientReport, Exclusion, RoundRecord
 from server_app.aggregation import build_rule
+from server_app.aggregation.base import is_float
+from server_app.reply_metrics import ReplyBounds, check_metrics, partition_of, read_metrics, scalar_report
 from server_app.screening import (
-    SKIPPED,
+    ERROR,
+    MISSING_KEYS,
     ClientUpdate,
     DecodedOnAccess,
     RejectedUpdate,
     check_collapse,
-    check_metrics,
+    check_metadata,
     check_norms,
     check_structure,
 )
+
+INT_ADVANCE_PER_STEP = 4  # BatchNorm counters advance once per forward pass; a step makes one or two
 
 
 class FedSSL(FedAvg):
@@ -45,6 +50,7 @@ class FedSSL(FedAvg):
         )
         self.cfg = cfg
         self.rule = build_rule(cfg.aggregation)
+        self.bounds = ReplyBounds.from_config(cfg)
         self.global_arrays = global_arrays
         self.round_offset = round_offset
         self.round_started = time.perf_counter()
@@ -66,13 +72,13 @@ class FedSSL(FedAvg):
         accepted, excluded, clients = self._screen(valid)
         started = time.perf_counter()
         new_arrays = None
-        if accepted:
-            self.global_arrays = self.rule(
-                [u.arrays for u in accepted], [u.num_examples for u in accepted],
-                [u.loss for u in accepted], self.global_arrays)
+        aggregated = self._aggregate(accepted) if accepted else None
+        if aggregated is not None:
+            self.global_arrays = aggregated
             new_arrays = ArrayRecord(array_dict={k: Array(v) for k, v in self.global_arrays.items()})
         else:
-            log(logging.WARNING, "round %s: every reply was excluded; the global model stays as it was",
+            accepted = []
+            log(logging.WARNING, "round %s: no update could be aggregated; the global model stays as it was",
                 self._sampling.round)
         total = sum(u.num_examples for u in accepted)
         loss = sum(u.loss * u.num_examples for u in accepted) / total if total else float("nan")
@@ -99,20 +105,24 @@ class FedSSL(FedAvg):
         return self._last
 
     def _screen(self, valid: list[Message]) -> tuple[list[ClientUpdate], list[Exclusion], list[ClientReport]]:
-        """Validate every reply, drop collapsed ones and norm outliers; the reasons are recorded."""
+        """Validate every reply, drop collapsed ones and norm outliers; the reasons are recorded.
+
+        Whatever one reply holds, screening it can only exclude it: an unexpected exception while reading
+        it becomes an exclusion with reason ``error``, and the round goes on with the others.
+        """
         candidates: list[ClientUpdate] = []
         excluded: list[Exclusion] = []
         clients: list[ClientReport] = []
         for msg in valid:
             node = msg.metadata.src_node_id
-            metrics = dict(msg.content.metric_records.get(reply.METRICS, {}))
-            clients.append({"node_id": node, **{k: float(v) for k, v in metrics.items()}})
+            record = msg.content.metric_records.get(reply.METRICS)
+            clients.append({"node_id": node, **scalar_report(record)})
             try:
-                update = self._parse(node, msg, metrics)
+                candidates.append(self._parse(node, msg, record))
             except RejectedUpdate as rejected:
-                excluded.append(_exclusion(node, metrics, rejected))
-                continue
-            candidates.append(update)
+                excluded.append(_exclusion(node, record, rejected))
+            except Exception as exc:  # noqa: BLE001 - one malformed reply must never end the run
+                excluded.append(_exclusion(node, record, RejectedUpdate(ERROR, f"{type(exc).__name__}: {exc}"[:300])))
         outliers = check_norms({u.node_id: u.norm for u in candidates}, self.cfg.filter.max_norm_ratio)
         for update in candidates:
             if update.node_id in outliers:
@@ -123,21 +133,37 @@ class FedSSL(FedAvg):
                 exclusion.node_id, exclusion.reason, exclusion.detail)
         return accepted, excluded, clients
 
-    def _parse(self, node: int, msg: Message, metrics: dict[str, float]) -> ClientUpdate:
-        check_metrics(metrics)
-        if metrics[reply.SKIPPED]:
-            raise RejectedUpdate(SKIPPED, "client had too little data to train")
+    def _parse(self, node: int, msg: Message, record: MetricRecord | None) -> ClientUpdate:
+        """One reply through every check, cheapest first: metrics, array metadata, values, collapse."""
+        metrics = read_metrics(record)
+        check_metrics(metrics, self.bounds)
         if reply.ARRAYS not in msg.content.array_records:
-            raise RejectedUpdate("missing-keys", "reply carries no arrays")
+            raise RejectedUpdate(MISSING_KEYS, "reply carries no arrays")
+        check_metadata(msg.content[reply.ARRAYS], self.global_arrays, self.cfg.transport_dtype)
         arrays = DecodedOnAccess(msg.content[reply.ARRAYS])
-        norm = check_structure(arrays, self.global_arrays)
+        norm = check_structure(arrays, self.global_arrays, INT_ADVANCE_PER_STEP * self.bounds.max_steps)
         check_collapse(metrics, self.cfg.filter, self.cfg.model.embedding_dim)
         return ClientUpdate(node, arrays, metrics, norm)
+
+    def _aggregate(self, accepted: list[ClientUpdate]) -> dict[str, np.ndarray] | None:
+        """The rule over the accepted updates; integer buffers take the largest accepted value, whatever the
+        rule (a median of counters is not a counter). None if the rule fails: the global model stays."""
+        try:
+            out = self.rule([u.arrays for u in accepted], [u.num_examples for u in accepted],
+                            [u.loss for u in accepted], self.global_arrays)
+            for key, ref in self.global_arrays.items():
+                if not is_float(ref):
+                    out[key] = np.asarray(np.max([u.arrays[key] for u in accepted], axis=0), dtype=ref.dtype)
+            return out
+        except Exception:  # noqa: BLE001 - a failing rule must not end the run
+            log(logging.ERROR, "round %s: aggregation rule %s failed; the global model stays as it was",
+                self._sampling.round, self.cfg.aggregation.rule, exc_info=True)
+            return None
 
     def state(self) -> dict[str, Any]:
         return {"global_arrays": self.global_arrays}
 
 
-def _exclusion(node: int, metrics: dict[str, float], rejected: RejectedUpdate) -> Exclusion:
-    return Exclusion(node_id=node, partition_id=metrics.get(reply.PARTITION_ID, -1), reason=rejected.reason,
+def _exclusion(node: int, metrics: Mapping[str, Any] | None, rejected: RejectedUpdate) -> Exclusion:
+    return Exclusion(node_id=node, partition_id=partition_of(metrics), reason=rejected.reason,
                      detail=rejected.detail)
