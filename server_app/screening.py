@@ -111,7 +111,8 @@ class ClientUpdate:
     node_id: int
     arrays: Mapping[str, np.ndarray]
     metrics: dict[str, float] = field(default_factory=dict)
-    norm: float = 0.0  # L2 size of the step from the global model
+    norm: float = 0.0  # L2 size of the step from the global model (after clipping, if it was clipped)
+    clipped: bool = False
 
     @property
     def num_examples(self) -> float:

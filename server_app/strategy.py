@@ -35,6 +35,8 @@ from server_app.screening import (
     check_norms,
     check_structure,
 )
+from server_app.step_guard import ClippedStep, StepGuard
+from server_app.verification import CollapseVerifier
 
 INT_ADVANCE_PER_STEP = 4  # BatchNorm counters advance once per forward pass; a step makes one or two
 
@@ -42,7 +44,9 @@ INT_ADVANCE_PER_STEP = 4  # BatchNorm counters advance once per forward pass; a 
 class FedSSL(FedAvg):
     """FedAvg's sampling and messaging, with backbone validation, collapse filtering and a chosen rule."""
 
-    def __init__(self, cfg: RunConfig, global_arrays: dict[str, np.ndarray], round_offset: int = 0) -> None:
+    def __init__(self, cfg: RunConfig, global_arrays: dict[str, np.ndarray], round_offset: int = 0,
+                 verifier: CollapseVerifier | None = None) -> None:
+        """``verifier``: the server's own collapse measurement of each update (None: trust the reported one)."""
         super().__init__(
             fraction_train=cfg.fraction_train, fraction_evaluate=0.0, min_train_nodes=cfg.min_train_nodes,
             min_available_nodes=cfg.min_train_nodes, weighted_by_key=reply.NUM_EXAMPLES,
@@ -51,6 +55,8 @@ class FedSSL(FedAvg):
         self.cfg = cfg
         self.rule = build_rule(cfg.aggregation)
         self.bounds = ReplyBounds.from_config(cfg)
+        self.verifier = verifier
+        self.guard = StepGuard(cfg.filter)
         self.global_arrays = global_arrays
         self.round_offset = round_offset
         self.round_started = time.perf_counter()
@@ -74,6 +80,7 @@ class FedSSL(FedAvg):
         new_arrays = None
         aggregated = self._aggregate(accepted) if accepted else None
         if aggregated is not None:
+            self.guard.observe([u.norm for u in accepted], self.global_arrays, aggregated)
             self.global_arrays = aggregated
             new_arrays = ArrayRecord(array_dict={k: Array(v) for k, v in self.global_arrays.items()})
         else:
@@ -84,7 +91,8 @@ class FedSSL(FedAvg):
         loss = sum(u.loss * u.num_examples for u in accepted) / total if total else float("nan")
         self._last = replace(
             self._sampling, round=server_round + self.round_offset, replied=len(valid), failed=len(failed),
-            accepted=len(accepted), excluded=tuple(excluded), loss=loss, num_examples=total, clients=tuple(clients),
+            accepted=len(accepted), clipped=sum(u.clipped for u in accepted), excluded=tuple(excluded), loss=loss,
+            num_examples=total, clients=tuple(clients),
             bytes_received=int(sum(m.content[reply.ARRAYS].count_bytes() for m in valid
                                    if reply.ARRAYS in m.content.array_records)),
             aggregation_seconds=time.perf_counter() - started,
@@ -124,14 +132,43 @@ class FedSSL(FedAvg):
             except Exception as exc:  # noqa: BLE001 - one malformed reply must never end the run
                 excluded.append(_exclusion(node, record, RejectedUpdate(ERROR, f"{type(exc).__name__}: {exc}"[:300])))
         outliers = check_norms({u.node_id: u.norm for u in candidates}, self.cfg.filter.max_norm_ratio)
-        for update in candidates:
-            if update.node_id in outliers:
-                excluded.append(_exclusion(update.node_id, update.metrics, outliers[update.node_id]))
-        accepted = [u for u in candidates if u.node_id not in outliers]
+        reports = {int(c["node_id"]): c for c in clients}
+        accepted = []
+        for update in candidates:  # the costly checks only for what passed the cheap ones
+            try:
+                if update.node_id in outliers:
+                    raise outliers[update.node_id]
+                self._verify(update, reports[update.node_id])
+                accepted.append(update)
+            except RejectedUpdate as rejected:
+                excluded.append(_exclusion(update.node_id, update.metrics, rejected))
+            except Exception as exc:  # noqa: BLE001 - one malformed reply must never end the run
+                excluded.append(_exclusion(update.node_id, update.metrics,
+                                           RejectedUpdate(ERROR, f"{type(exc).__name__}: {exc}"[:300])))
+        self._clip(accepted)
         for exclusion in excluded:
             log(logging.WARNING, "round %s: excluded node %s (%s): %s", self._sampling.round,
                 exclusion.node_id, exclusion.reason, exclusion.detail)
         return accepted, excluded, clients
+
+    def _verify(self, update: ClientUpdate, report: ClientReport) -> None:
+        """The server's own collapse measurement, then the step's direction; what was measured goes in the report."""
+        if self.verifier is not None:
+            measured = self.verifier.check(update.arrays, update.metrics)
+            report.update({"server-z-std": measured.z_std, "server-rankme": measured.rankme})
+        cosine = self.guard.check_direction(update.arrays, self.global_arrays, update.norm)
+        if cosine is not None:
+            report["server-cosine"] = cosine
+
+    def _clip(self, accepted: list[ClientUpdate]) -> None:
+        """Scale every step longer than the guard's bound down to it (the rule then sees the clipped update)."""
+        bound = self.guard.bound([u.norm for u in accepted])
+        for update in accepted:
+            if bound is not None and update.norm > bound:
+                log(logging.INFO, "round %s: node %s's step clipped from %.3g to %.3g", self._sampling.round,
+                    update.node_id, update.norm, bound)
+                update.arrays = ClippedStep(update.arrays, self.global_arrays, bound / update.norm)
+                update.norm, update.clipped = bound, True
 
     def _parse(self, node: int, msg: Message, record: MetricRecord | None) -> ClientUpdate:
         """One reply through every check, cheapest first: metrics, array metadata, values, collapse."""
