@@ -57,6 +57,8 @@ def main(grid: Grid, context: Context) -> None:
     # 2. The strategy (verifying collapse on images of the first task's gallery) and the per-round probes.
     tasks = load_probe_tasks(cfg.eval, cfg.model.image_size, seed=cfg.seed)
     strategy = FedSSL(cfg, arrays, round_offset=done, verifier=CollapseVerifier.from_gallery(cfg, tasks[0].gallery))
+    if checkpoint is not None:  # the step guard's norm history and previous global step survive a restart
+        strategy.guard.load_state(checkpoint.get("step_guard", {}))
     evaluator = RoundEvaluator(cfg, strategy, outputs, tasks, observers=_observers(cfg, strategy, context.run_id))
 
     # 3. Flower runs the rounds that are left.

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -82,6 +83,17 @@ class StepGuard:
         if cosine < self.min_cosine:
             raise RejectedUpdate(DIRECTION, f"cosine {cosine:.3f} with the previous global step < {self.min_cosine:g}")
         return cosine
+
+    def state(self) -> dict[str, Any]:
+        """What the guard remembers (for checkpoints): the recent medians and the previous global step."""
+        return {"medians": list(self._medians), "previous_step": self._previous_step}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state` (a resumed run clips and compares as if it had never stopped)."""
+        self._medians.clear()
+        self._medians.extend(float(m) for m in state.get("medians", ()))
+        step = state.get("previous_step")
+        self._previous_step = {k: np.asarray(v, dtype=np.float32) for k, v in step.items()} if step else None
 
     def observe(self, accepted_norms: list[float], old: Mapping[str, np.ndarray],
                 new: Mapping[str, np.ndarray]) -> None:

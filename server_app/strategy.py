@@ -198,7 +198,7 @@ class FedSSL(FedAvg):
             return None
 
     def state(self) -> dict[str, Any]:
-        return {"global_arrays": self.global_arrays}
+        return {"global_arrays": self.global_arrays, "step_guard": self.guard.state()}
 
 
 def _exclusion(node: int, metrics: Mapping[str, Any] | None, rejected: RejectedUpdate) -> Exclusion:
