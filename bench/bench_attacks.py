@@ -103,13 +103,14 @@ def cosine(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
 
 
 def craft(attack: str, i: int, honest: list[dict], g: dict[str, np.ndarray], shards: list[np.ndarray],
-          cfg) -> dict:
-    """Attacker ``i``'s reply: the attack's direction at the longest norm under every limit it can test itself.
+          cfg, verified: bool) -> dict:
+    """Attacker ``i``'s reply: the attack's direction at the longest norm under every limit it faces.
 
-    It starts just under the norm-outlier limit and halves its step until its own collapse check (on its
-    own images, as every device runs it) clears the floors with margin, then reports those figures
-    truthfully, so that the server's claims check sees only the usual device-vs-server difference, and
-    claims the most examples the round allows.
+    It starts just under the norm-outlier limit and claims the most examples the round allows. Against a
+    server that only reads reports (``verified`` False) it copies its honest metrics. Against one that
+    measures collapse itself, it halves its step until its own collapse check (on its own images, as every
+    device runs it) clears the floors with margin, and reports those figures, so that the server's claims
+    check sees only the usual device-vs-server difference.
     """
     from fedssl import reply
     from fedssl.models.encoders import build_encoder
@@ -123,17 +124,20 @@ def craft(attack: str, i: int, honest: list[dict], g: dict[str, np.ndarray], sha
                  "collusion": {k: -v for k, v in mean.items()}}[attack]
     unit = 1.0 / norm(direction)
     f, dim = cfg.filter, cfg.model.embedding_dim
+    claims = dict(honest[i]["metrics"]) | {reply.NUM_EXAMPLES: float(cfg.train.max_steps * cfg.train.batch_size),
+                                           reply.STEPS: float(cfg.train.max_steps)}
     for _ in range(8):
         arrays = {k: (g[k] + target * unit * direction[k]).astype(g[k].dtype) if k in direction
                   else honest[i]["arrays"][k] for k in g}
+        if not verified:
+            break
         backbone = build_encoder(cfg.model)
         backbone.load_state_dict(strip_prefix(to_torch(arrays)), strict=True)
         z, r = collapse_check(backbone, shards[i], cfg.model, seed=cfg.seed)
+        claims |= {reply.Z_STD: z, reply.RANKME: r}
         if z >= 1.5 * f.min_z_std and r / dim >= 1.5 * f.min_rankme_ratio:
             break
         target *= BACK_OFF
-    claims = dict(honest[i]["metrics"]) | {reply.NUM_EXAMPLES: float(cfg.train.max_steps * cfg.train.batch_size),
-                                           reply.STEPS: float(cfg.train.max_steps), reply.Z_STD: z, reply.RANKME: r}
     return {"arrays": arrays, "metrics": claims, "norm": target}
 
 
@@ -230,21 +234,23 @@ def run(quick: bool) -> dict[str, Any]:
                              verifier=verifier if flat.get("filter.probe-size", 1) else None)
                 if defence != "screening":
                     fed.guard.load_state(base.guard.state())  # the history of round 1
-                if count and (attack, count - 1) not in crafted:
-                    for i in range(count):
-                        crafted.setdefault((attack, i), craft(attack, i, round2, g1, shards, cfg))
-                replies = [crafted[(attack, i)] if i < count else h for i, h in enumerate(round2)]
+                verified = fed.verifier is not None
+                for i in range(count):
+                    if (attack, i, verified) not in crafted:
+                        crafted[(attack, i, verified)] = craft(attack, i, round2, g1, shards, cfg, verified)
+                replies = [crafted[(attack, i, verified)] if i < count else h for i, h in enumerate(round2)]
                 fed.aggregate_train(2, [message(k + 1, r["arrays"], r["metrics"]) for k, r in enumerate(replies)])
                 record = fed.round_record(2)
                 reasons: dict[str, int] = {}
                 for e in record.excluded:
                     reasons[e.reason] = reasons.get(e.reason, 0) + 1
                 cells.append({"rule": rule, "defence": defence, "attack": attack, "attackers": count,
+                              "attack_norm": crafted[(attack, 0, verified)]["norm"] if count else 0.0,
                               "accepted": record.accepted, "clipped": record.clipped, "excluded": reasons,
                               "attackers_excluded": sum(1 for e in record.excluded if e.node_id <= count),
                               **knn_of(cfg, fed.global_arrays, tasks, knn_cache)})
                 print(f"[attacks] {rule:10s} {defence:12s} {attack:9s} x{count}: kNN {cells[-1]['knn']:.4f} "
-                      f"excluded {reasons} clipped {record.clipped}", flush=True)
+                      f"excluded {reasons} clipped {record.clipped} norm {cells[-1]['attack_norm']:.3g}", flush=True)
 
     clean = {(c["rule"], c["defence"]): c["knn"] for c in cells if c["attack"] == "none"}
     worst: dict[str, float] = {}
