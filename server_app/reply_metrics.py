@@ -59,7 +59,10 @@ def read_metrics(record: Mapping[str, Any] | None) -> dict[str, float]:
              if isinstance(record[k], bool) or not isinstance(record[k], (int, float))}
     if wrong:
         raise RejectedUpdate(METRICS, f"metric(s) not a number: {wrong}")
-    values = {k: float(record[k]) for k in reply.METRIC_KEYS}
+    try:
+        values = {k: float(record[k]) for k in reply.METRIC_KEYS}
+    except OverflowError as exc:  # an int beyond any float
+        raise RejectedUpdate(BOUNDS, f"a metric does not fit a float: {exc}") from None
     bad = [k for k, v in values.items() if not math.isfinite(v)]
     if bad:
         raise RejectedUpdate(NAN, f"non-finite metric(s) {bad}")

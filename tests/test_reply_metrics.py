@@ -62,6 +62,7 @@ def test_out_of_bounds_metrics_are_rejected(changes, reason):
     ({**HONEST, reply.LOSS: "1.0"}, METRICS),
     ({**HONEST, reply.NUM_EXAMPLES: float("nan")}, NAN),
     ({**HONEST, reply.Z_STD: float("inf")}, NAN),
+    ({**HONEST, reply.NUM_EXAMPLES: 10**400}, BOUNDS),
 ])
 def test_metrics_must_be_present_finite_scalars(record, reason):
     with pytest.raises(RejectedUpdate) as err:
