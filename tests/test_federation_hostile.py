@@ -13,9 +13,11 @@ import json
 import pytest
 import torch
 
+from fedssl.augment import normalization
 from fedssl.checkpoint import load_encoder
 from fedssl.collapse import z_std
 from fedssl.data.fashion_mnist import load_fashion_mnist
+from fedssl.knn import embed
 from launcher.deployment import LocalDeployment
 from launcher.flwr_cli import TINY_RUN
 
@@ -34,9 +36,10 @@ def test_a_device_lying_about_its_collapse_is_excluded_and_the_model_stays_intac
         assert "server-measured" in r["excluded"][0]["detail"]
         assert r["accepted"] == 2 and r["replied"] == 3
         liar = next(c for c in r["clients"] if c["partition-id"] == 2)
-        assert liar["z-std"] > 0.1  # what it claimed
+        assert liar["z-std"] > 0.1 and "server-z-std" not in liar  # what it claimed; never measured as healthy
+        assert all(c["server-z-std"] > 0.1 for c in r["clients"] if c["partition-id"] != 2)
+        assert r["knn"]["fashion-mnist"] > 0.4  # a collapsed global encoder retrieves at chance (0.1)
     encoder, _ = load_encoder(run_dir / "encoder.pt")
     assert all(torch.isfinite(p).all() for p in encoder.parameters())
-    images = torch.from_numpy(load_fashion_mnist("test")[0][:256]).float() / 255
-    with torch.no_grad():
-        assert z_std(encoder.eval()(images)) > 0.1  # the global encoder did not take the collapse in
+    mean, std = normalization(1)
+    assert z_std(embed(encoder, load_fashion_mnist("test")[0][:256], mean, std, 1)) > 0.1  # not collapsed
