@@ -120,7 +120,8 @@ def reply_messages(updates: Sequence[Mapping[str, np.ndarray]], weights: Sequenc
     messages = []
     for node, (arrays, n) in enumerate(zip(updates, weights), start=1):
         metrics = {k: 0.0 for k in reply.METRIC_KEYS} | {reply.NUM_EXAMPLES: n, reply.LOSS: 1.0, reply.Z_STD: 1.0,
-                                                         reply.RANKME: 100.0, reply.PARTITION_ID: float(node)}
+                                                         reply.RANKME: 100.0, reply.PARTITION_ID: float(node),
+                                                         reply.STEPS: 50.0}  # n <= steps x batch size: valid
         content = RecordDict({reply.ARRAYS: ArrayRecord(array_dict={k: Array(v) for k, v in arrays.items()}),
                               reply.METRICS: MetricRecord(metrics)})
         metadata = Metadata(run_id=1, message_id=f"m{node}", src_node_id=node, dst_node_id=0,

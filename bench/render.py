@@ -20,6 +20,7 @@ TITLES = {
     "export_suite": "5. Export: torch eager vs onnxruntime fp32 vs int8",
     "quality": "6. Quality: Fashion-MNIST kNN top-1 at equal compute",
     "quality_budget": "6b. Quality at the demo's real budget, with every baseline",
+    "attacks": "7. Attacks: scaled, sign-flipped and colluding updates vs rules and defences",
 }
 
 
@@ -223,9 +224,16 @@ def quality_budget(d: dict[str, Any], results_dir: Path, prefix: str) -> str:
                      "random init, BN calibrated", "k=20", "linear", "wall s"], rows))
 
 
+def attacks(d: dict[str, Any], _: Path, __: str) -> str:
+    from bench.bench_attacks import markdown
+
+    return markdown(d)
+
+
 SECTIONS: dict[str, Callable[[dict[str, Any], Path, str], str]] = {
     "client_overhead": client_overhead, "round_overhead": round_overhead, "communication": communication,
     "aggregation": aggregation, "export_suite": export, "quality": quality, "quality_budget": quality_budget,
+    "attacks": attacks,
 }
 
 

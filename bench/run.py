@@ -31,6 +31,7 @@ BENCHMARKS = {  # name -> module, in the issue's order
     "export_suite": "bench.export_suite",  # runs bench/bench_export.py; its own export.json stays its own
     "quality": "bench.bench_quality",
     "quality_budget": "bench.bench_quality_budget",
+    "attacks": "bench.bench_attacks",
 }
 NEEDS = {"export_suite": "bench.bench_export"}  # written by another engineer: called, never rewritten here
 

@@ -13,7 +13,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from client_app.data import node_images
-from client_app.misbehave import corrupt
+from client_app.misbehave import LYING, corrupt, falsify
 from fedssl import reply
 from fedssl.config import RunConfig
 from fedssl.device_merge import fedema, fedema_scale, fedu
@@ -78,8 +78,10 @@ def train_round(global_arrays: ArrayRecord, server_round: int, context: Context,
         if cfg.train.keep_optimizer_state:
             _keep_optimizer_state(context, result.optimizer_state)
         context.state[LOCAL_BACKBONE] = _record(to_numpy(model.backbone.state_dict()))
-        # 3. Test and benchmark switch: corrupt what is sent, as a broken device would.
-        corrupt(model.backbone, str(context.node_config.get("misbehave", "")))
+        # 3. Test and benchmark switch: corrupt what is sent, as a broken (or lying) device would.
+        mode = str(context.node_config.get("misbehave", ""))
+        honest = collapse_check(model.backbone, images, cfg.model, seed=cfg.seed) if mode in LYING else (0.0, 0.0)
+        corrupt(model.backbone, mode)
         # 4. The collapse check on this device's own images, reported with the update.
         with timer("collapse_check"):
             z_std, rankme = collapse_check(model.backbone, images, cfg.model, seed=cfg.seed)
@@ -89,6 +91,7 @@ def train_round(global_arrays: ArrayRecord, server_round: int, context: Context,
             reply.EXAMPLES_PER_S: result.examples_per_s, reply.PEAK_MEM_MB: result.peak_mem_mb,
             reply.SKIPPED: 0.0, reply.PARTITION_ID: partition_id, reply.NUM_PARTITIONS: num_partitions,
         }
+        metrics = falsify(metrics, mode, honest)
     log.info("round %d (%d torch threads): %s %s", server_round, torch.get_num_threads(), metrics, merge_metrics)
 
     # 5. Keep the local parts on the device; reply with the backbone only.

@@ -123,6 +123,11 @@ class FilterConfig:
     min_z_std: float = 0.1
     min_rankme_ratio: float = 0.02  # rankme / embedding_dim
     max_norm_ratio: float = 10.0  # update norm / median update norm of the round
+    probe_size: int = 256  # server-held probe images each update embeds to verify collapse (0: trust the reports)
+    claim_tolerance: float = 4.0  # reported vs server-measured z-std and RankMe, as a factor (0: not compared)
+    clip_ratio: float = 3.0  # clip each step's norm to this x the median accepted norm of recent rounds (0: off)
+    norm_history: int = 5  # rounds of accepted norms the clip bound is derived from
+    min_cosine: float = -1.0  # reject a step whose cosine with the previous global step is below (-1: off)
 
 
 @dataclass(frozen=True)
@@ -288,4 +293,16 @@ def _validate(cfg: RunConfig) -> RunConfig:
     _in_range("filter.min-z-std", cfg.filter.min_z_std, 0.0)
     _in_range("filter.min-rankme-ratio", cfg.filter.min_rankme_ratio, 0.0, 1.0)
     _in_range("filter.max-norm-ratio", cfg.filter.max_norm_ratio, 1.0)
+    _in_range("filter.probe-size", cfg.filter.probe_size, 0, 65536)
+    if cfg.filter.probe_size == 1:
+        raise ValueError("run config 'filter.probe-size' = 1: collapse needs at least 2 images (0 switches it off)")
+    if cfg.filter.claim_tolerance and cfg.filter.claim_tolerance < 1.0:
+        raise ValueError(f"run config 'filter.claim-tolerance' = {cfg.filter.claim_tolerance!r} must be 0 (off) "
+                         "or at least 1 (a factor)")
+    _in_range("filter.claim-tolerance", cfg.filter.claim_tolerance, 0.0)
+    if cfg.filter.clip_ratio and cfg.filter.clip_ratio < 1.0:
+        raise ValueError(f"run config 'filter.clip-ratio' = {cfg.filter.clip_ratio!r} must be 0 (off) or at least 1")
+    _in_range("filter.clip-ratio", cfg.filter.clip_ratio, 0.0)
+    _in_range("filter.norm-history", cfg.filter.norm_history, 1, 1000)
+    _in_range("filter.min-cosine", cfg.filter.min_cosine, -1.0, 1.0)
     return cfg

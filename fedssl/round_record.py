@@ -49,6 +49,7 @@ class RoundRecord:
     replied: int = 0
     failed: int = 0
     accepted: int = 0
+    clipped: int = 0  # accepted updates whose step was scaled down to the round's norm bound
     excluded: tuple[Exclusion, ...] = ()
     loss: float = float("nan")
     num_examples: float = 0.0
@@ -59,14 +60,15 @@ class RoundRecord:
     knn: dict[str, float] = field(default_factory=dict)  # kNN top-1 at eval.knn-k per probe task
     knn_report: dict[str, float] = field(default_factory=dict)  # kNN top-1 at eval.report-k
     linear: dict[str, float] = field(default_factory=dict)  # linear probe top-1 (last round only)
+    knn_centred: dict[str, float] = field(default_factory=dict)  # kNN at eval.knn-k on centred embeddings
     eval_seconds: float = 0.0
     seconds: float = 0.0  # the whole round, wall time
 
     def evaluated(self, knn: Mapping[str, float], knn_report: Mapping[str, float], linear: Mapping[str, float],
-                  eval_seconds: float, seconds: float) -> RoundRecord:
+                  eval_seconds: float, seconds: float, knn_centred: Mapping[str, float] | None = None) -> RoundRecord:
         """This round with its probe scores and timings added."""
         return replace(self, knn=dict(knn), knn_report=dict(knn_report), linear=dict(linear),
-                       eval_seconds=eval_seconds, seconds=seconds)
+                       eval_seconds=eval_seconds, seconds=seconds, knn_centred=dict(knn_centred or {}))
 
     def to_dict(self) -> dict[str, Any]:
         """The round as ``metrics.json`` stores it (lists, plain dicts)."""

@@ -18,6 +18,7 @@ from server_app.evaluation import RoundEvaluator
 from server_app.metrics_exporter import MetricsExporter
 from server_app.outputs import CHECKPOINT, RunOutputs
 from server_app.strategy import FedSSL
+from server_app.verification import CollapseVerifier
 
 app = ServerApp()
 
@@ -67,9 +68,11 @@ def main(grid: Grid, context: Context) -> None:
         outputs.write_metrics()  # "running" on disk from the start: operators and the supervisor see the run
     log(logging.INFO, "[fedssl] outputs in %s", outputs.root.resolve())
 
-    # 2. The strategy and the per-round evaluation on probe tasks.
-    strategy = FedSSL(cfg, arrays, round_offset=done)
+    # 2. The strategy (verifying collapse on images of the first task's gallery) and the per-round probes.
     tasks = load_probe_tasks(cfg.eval, cfg.model.image_size, seed=cfg.seed)
+    strategy = FedSSL(cfg, arrays, round_offset=done, verifier=CollapseVerifier.from_gallery(cfg, tasks[0].gallery))
+    if checkpoint is not None:  # the step guard's norm history and previous global step survive a restart
+        strategy.guard.load_state(checkpoint.get("step_guard", {}))
     evaluator = RoundEvaluator(cfg, strategy, outputs, tasks, observers=_observers(cfg, strategy, context.run_id))
 
     # 3. Flower runs the rounds that are left.

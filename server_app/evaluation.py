@@ -62,7 +62,8 @@ class RoundEvaluator:
         probes = self.score(np_arrays, linear=last)  # the linear probe costs seconds: final round only
         record = trained.evaluated(probes.knn, probes.knn_report, probes.linear,
                                    eval_seconds=time.perf_counter() - started,
-                                   seconds=time.perf_counter() - self.strategy.round_started)
+                                   seconds=time.perf_counter() - self.strategy.round_started,
+                                   knn_centred=probes.knn_centred)
         improved = self.outputs.record_round(record, np_arrays, self.strategy.state())
         knn = "  ".join(f"{t}={s:.4f}{'*' if t in improved else ''}" for t, s in record.knn.items())
         log(logging.INFO, "[fedssl] round %d/%d  loss=%.4f  clients %d/%d accepted (%d excluded, %d failed)  "

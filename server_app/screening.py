@@ -1,15 +1,17 @@
-"""Server-side screening of client updates: every check a reply passes before it is aggregated.
+"""Server-side screening of client updates: every check a reply's arrays pass before they are aggregated.
 
-Validation (metrics contract, keys, shapes, dtypes, NaN/Inf), the collapse filter (``z_std`` and
-RankMe floors) and the norm-outlier check against the round's median. A rejected update never
-touches the global model; its reason (a bounded set, also a Prometheus label) is recorded.
+Structure first from the arrays' metadata (keys, shapes, exact dtypes, byte sizes: nothing decoded), then
+the values (NaN/Inf, integer buffers, the step's norm), the collapse filter (``z_std`` and RankMe floors)
+and the norm-outlier check against the round's median. Metrics are checked in ``reply_metrics.py``, the
+server's own collapse measurement in ``verification.py``. A rejected update never touches the global
+model; its reason (a bounded set, also a Prometheus label) is recorded.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -20,7 +22,13 @@ from fedssl.config import FilterConfig
 MISSING_KEYS, EXTRA_KEYS, SHAPE, DTYPE, NAN, NORM, METRICS, COLLAPSE = (
     "missing-keys", "extra-keys", "shape", "dtype", "nan", "norm", "metrics", "collapse")
 SKIPPED = "skipped"
-REASONS = (MISSING_KEYS, EXTRA_KEYS, SHAPE, DTYPE, NAN, NORM, METRICS, COLLAPSE, SKIPPED)
+BOUNDS = "bounds"  # a metric or integer buffer outside what the round's config allows
+CLAIMS = "claims"  # reported z-std/RankMe disagree with what the server measured on its probe batch
+DIRECTION = "direction"  # the update points against the previous global step
+ERROR = "error"  # screening this reply raised: the reply is dropped, the round goes on
+REASONS = (MISSING_KEYS, EXTRA_KEYS, SHAPE, DTYPE, NAN, NORM, METRICS, COLLAPSE, SKIPPED, BOUNDS, CLAIMS, DIRECTION,
+           ERROR)
+NPY_HEADER_MAX = 4096  # bytes a .npy header may add to an array's data (numpy writes 128, more for long shapes)
 
 
 class RejectedUpdate(Exception):
@@ -32,19 +40,63 @@ class RejectedUpdate(Exception):
         self.detail = detail
 
 
+class ArrayLike(Protocol):
+    """What screening reads of a Flower ``Array`` before decoding it: metadata and the raw bytes."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    stype: str
+    data: bytes
+
+    def numpy(self) -> np.ndarray: ...
+
+
+def check_metadata(record: Mapping[str, ArrayLike], reference: Mapping[str, np.ndarray],
+                   float_dtype: str = "float32") -> None:
+    """Keys, shapes, exact dtypes and byte sizes from the arrays' metadata, before any byte is decoded.
+
+    Floating entries must arrive in exactly ``float_dtype`` (the run's ``transport-dtype``); every other
+    entry in the reference's own dtype. A reply whose data is larger than its shape and dtype allow is
+    refused unread.
+    Raises:
+        RejectedUpdate: with the first problem found.
+    """
+    missing = sorted(set(reference) - set(record))
+    if missing:
+        raise RejectedUpdate(MISSING_KEYS, f"{len(missing)} missing, e.g. {missing[:3]}")
+    extra = sorted(set(record) - set(reference))
+    if extra:
+        raise RejectedUpdate(EXTRA_KEYS, f"{len(extra)} unexpected, e.g. {extra[:3]}")
+    for key, ref in reference.items():
+        array = record[key]
+        if tuple(array.shape) != ref.shape:
+            raise RejectedUpdate(SHAPE, f"{key}: {tuple(array.shape)} != {ref.shape}")
+        expected = np.dtype(float_dtype) if np.issubdtype(ref.dtype, np.floating) else ref.dtype
+        if array.dtype != str(expected):
+            raise RejectedUpdate(DTYPE, f"{key}: {array.dtype} where {expected} is expected")
+        if array.stype != "numpy.ndarray" or len(array.data) > ref.size * expected.itemsize + NPY_HEADER_MAX:
+            raise RejectedUpdate(SHAPE, f"{key}: {len(array.data)} bytes of {array.stype!r} for {ref.shape} "
+                                        f"{expected}")
+
+
 class DecodedOnAccess(Mapping[str, np.ndarray]):
     """A reply's arrays, decoded one key at a time when read (float16 widened to float32).
 
-    The server keeps no decoded copy of any update: screening and aggregation read
-    each key when they need it, so beyond the replies Flower holds, memory is O(model).
-    ``record`` is anything whose items have ``.numpy()`` (a Flower ``ArrayRecord``).
+    The server keeps no decoded copy of any update: screening and aggregation read each key when they
+    need it, so beyond the replies Flower holds, memory is O(model). ``record`` is anything whose items
+    have ``.numpy()`` (a Flower ``ArrayRecord``); where they also carry ``dtype``/``shape`` metadata the
+    decoded array must match it (the bytes may lie about both).
     """
 
     def __init__(self, record: Mapping[str, Any]) -> None:
         self._record = record
 
     def __getitem__(self, key: str) -> np.ndarray:
-        value = self._record[key].numpy()
+        item = self._record[key]
+        value = item.numpy()
+        shape, dtype = tuple(getattr(item, "shape", value.shape)), getattr(item, "dtype", str(value.dtype))
+        if value.shape != shape or str(value.dtype) != dtype:
+            raise RejectedUpdate(SHAPE, f"{key}: decoded {value.shape} {value.dtype}, metadata says {shape} {dtype}")
         return value.astype(np.float32) if value.dtype == np.float16 else value
 
     def __iter__(self) -> Iterator[str]:
@@ -59,7 +111,8 @@ class ClientUpdate:
     node_id: int
     arrays: Mapping[str, np.ndarray]
     metrics: dict[str, float] = field(default_factory=dict)
-    norm: float = 0.0  # L2 size of the step from the global model
+    norm: float = 0.0  # L2 size of the step from the global model (after clipping, if it was clipped)
+    clipped: bool = False
 
     @property
     def num_examples(self) -> float:
@@ -70,10 +123,12 @@ class ClientUpdate:
         return self.metrics.get(reply.LOSS, 0.0)
 
 
-def check_structure(arrays: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> float:
-    """Same keys, shapes and kinds of dtype as the global model; finite values.
+def check_structure(arrays: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
+                    max_int_advance: int = 0) -> float:
+    """Same keys, shapes and exact dtypes as the global model (float16 transport already widened); finite
+    floats; integer buffers (BatchNorm's ``num_batches_tracked``) non-negative and at most ``max_int_advance``
+    above the global's value (0: no upper bound; a FedU/FedEMA device may send its own older counter).
 
-    float16 is accepted for float32 entries (half-precision transport).
     Returns:
         the update norm, L2 of ``arrays - reference`` over floating entries (float32 per key: precise
         enough for a ratio-to-median test), taken in the same read of each array: reading a reply's
@@ -92,28 +147,16 @@ def check_structure(arrays: Mapping[str, np.ndarray], reference: Mapping[str, np
         value = arrays[key]
         if value.shape != ref.shape:
             raise RejectedUpdate(SHAPE, f"{key}: {value.shape} != {ref.shape}")
-        same_kind = np.issubdtype(value.dtype, np.floating) == np.issubdtype(ref.dtype, np.floating)
-        if not same_kind or (not np.issubdtype(ref.dtype, np.floating) and value.dtype != ref.dtype):
+        if value.dtype != ref.dtype:
             raise RejectedUpdate(DTYPE, f"{key}: {value.dtype} where {ref.dtype} is expected")
-        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
-            raise RejectedUpdate(NAN, f"{key} holds NaN or Inf")
         if np.issubdtype(ref.dtype, np.floating):
+            if not np.isfinite(value).all():
+                raise RejectedUpdate(NAN, f"{key} holds NaN or Inf")
             squared += _squared_step(value, ref)
+        elif value.size and ((value < 0).any() or (max_int_advance and (value > ref + max_int_advance).any())):
+            raise RejectedUpdate(BOUNDS, f"{key}: {value.min()}..{value.max()} is negative or more than "
+                                         f"{max_int_advance} above the global's {ref.max()}")
     return squared ** 0.5
-
-
-def check_metrics(metrics: Mapping[str, float]) -> None:
-    """Every contract key present and finite.
-
-    Raises:
-        RejectedUpdate: naming the bad keys.
-    """
-    missing = [k for k in reply.METRIC_KEYS if k not in metrics]
-    if missing:
-        raise RejectedUpdate(METRICS, f"missing metric(s) {missing}")
-    bad = [k for k in reply.METRIC_KEYS if not np.isfinite(metrics[k])]
-    if bad:
-        raise RejectedUpdate(NAN, f"non-finite metric(s) {bad}")
 
 
 def _squared_step(value: np.ndarray, ref: np.ndarray) -> float:

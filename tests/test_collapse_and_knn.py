@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from fedssl.augment import normalization
 from fedssl.collapse import rankme, z_std
 from fedssl.knn import knn_top1
 
@@ -54,9 +55,9 @@ class _Offset(torch.nn.Module):
         return x.flatten(1) + self.offset
 
 
-def test_the_probe_scores_encoders_and_pixels_alike_and_ignores_a_shared_offset():
+def test_the_probe_scores_what_retrieval_sees_and_keeps_the_centred_figure_as_a_secondary_line():
     from fedssl.config import EvalConfig, ModelConfig
-    from fedssl.probe import ProbeTask, evaluate_backbone, evaluate_pixels
+    from fedssl.probe import ProbeTask, evaluate_pixels, probe_backbone
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 4, 400)
@@ -64,8 +65,34 @@ def test_the_probe_scores_encoders_and_pixels_alike_and_ignores_a_shared_offset(
     images = np.clip(centres[labels] + rng.normal(0, 120, (400, 1, 6, 6)), 0, 255).astype(np.uint8)
     task = ProbeTask("toy", images[:300], labels[:300], images[300:], labels[300:])
     cfg, model = EvalConfig(knn_k=20), ModelConfig(image_size=6)
-    plain = evaluate_backbone(_Offset(0.0), [task], model, cfg)["toy"]
-    shifted = evaluate_backbone(_Offset(2.0), [task], model, cfg)["toy"]
-    assert plain > 0.5 and shifted == pytest.approx(plain)  # chance is 0.25; uncentred: 0.71 vs 0.76
-    # the identity "encoder" sees normalised pixels; centring removes the affine difference
-    assert evaluate_pixels([task], cfg)["toy"] == pytest.approx(plain)
+    plain = probe_backbone(_Offset(0.0), [task], model, cfg, linear=False)
+    shifted = probe_backbone(_Offset(2.0), [task], model, cfg, linear=False)
+    # the selection score is exact cosine kNN of the embeddings as they are (a device's retrieval)
+    m, s = normalization(1)
+    g = (torch.from_numpy(task.gallery).float() / 255 - m[0]) / s[0]
+    q = (torch.from_numpy(task.queries).float() / 255 - m[0]) / s[0]
+    expected = knn_top1(g.flatten(1), torch.from_numpy(task.gallery_labels), q.flatten(1),
+                        torch.from_numpy(task.query_labels), k=20, t=cfg.knn_t)
+    assert plain.knn["toy"] == pytest.approx(expected) and plain.knn["toy"] > 0.5  # chance is 0.25
+    # a shared offset changes what retrieval finds; only the centred secondary figure ignores it
+    assert shifted.knn["toy"] != pytest.approx(plain.knn["toy"])
+    assert shifted.knn_centred["toy"] == pytest.approx(plain.knn_centred["toy"])
+    # pixels are scored the same way: flattened pixels in [0, 1], not centred
+    pixels = torch.from_numpy(images.reshape(400, -1)).float() / 255
+    assert evaluate_pixels([task], cfg)["toy"] == pytest.approx(knn_top1(
+        pixels[:300], torch.from_numpy(labels[:300]), pixels[300:], torch.from_numpy(labels[300:]), k=20, t=cfg.knn_t))
+
+
+def test_a_collapse_to_a_point_plus_a_small_spread_scores_low_although_centring_would_rescue_it():
+    from fedssl.config import EvalConfig
+    from fedssl.probe import ProbeTask, centred_knn_top1, retrieval_knn_top1
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 5, (1500,), generator=g)
+    spread = torch.randn(5, 32, generator=g)[labels] + 0.5 * torch.randn(1500, 32, generator=g)  # class structure
+    # every embedding ~ the same point: in float32 (as on a device) their cosines are all 1 to rounding
+    z = 100.0 * torch.ones(1, 32) + 1e-3 * spread
+    task = ProbeTask("toy", np.zeros(1000), labels[:1000].numpy(), np.zeros(500), labels[1000:].numpy())
+    cfg = EvalConfig(knn_k=20)
+    assert centred_knn_top1(z[:1000], z[1000:], task, cfg) > 0.8
+    assert retrieval_knn_top1(z[:1000], z[1000:], task, cfg) < 0.4  # chance is 0.2

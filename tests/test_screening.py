@@ -2,10 +2,12 @@
 
 import numpy as np
 import pytest
+from flwr.app import Array
 
 from fedssl import reply
 from fedssl.config import FilterConfig
 from server_app.screening import (
+    BOUNDS,
     COLLAPSE,
     DTYPE,
     EXTRA_KEYS,
@@ -13,9 +15,10 @@ from server_app.screening import (
     NAN,
     NORM,
     SHAPE,
+    DecodedOnAccess,
     RejectedUpdate,
     check_collapse,
-    check_metrics,
+    check_metadata,
     check_norms,
     check_structure,
 )
@@ -29,8 +32,60 @@ def _reason(arrays):
     return err.value.reason
 
 
-def test_a_well_formed_update_passes_also_in_half_precision():
-    check_structure({"backbone.w": np.ones((2, 3), np.float16), "backbone.n": np.array(4, np.int64)}, REF)
+def test_a_well_formed_update_passes():
+    check_structure({"backbone.w": np.ones((2, 3), np.float32), "backbone.n": np.array(4, np.int64)}, REF)
+
+
+def _meta_reason(arrays, float_dtype="float32"):
+    with pytest.raises(RejectedUpdate) as err:
+        check_metadata({k: Array(v) for k, v in arrays.items()}, REF, float_dtype)
+    return err.value.reason
+
+
+def test_transport_dtype_is_exact_float16_only_where_the_run_says_so():
+    half = {"backbone.w": np.ones((2, 3), np.float16), "backbone.n": np.array(4, np.int64)}
+    full = {**half, "backbone.w": np.ones((2, 3), np.float32)}
+    check_metadata({k: Array(v) for k, v in half.items()}, REF, "float16")
+    check_metadata({k: Array(v) for k, v in full.items()}, REF, "float32")
+    assert _meta_reason(half) == DTYPE and _meta_reason(full, "float16") == DTYPE
+    assert _meta_reason({**full, "backbone.w": np.ones((2, 3), np.float64)}) == DTYPE
+    assert _meta_reason({**full, "backbone.n": np.array(4, np.int32)}) == DTYPE
+
+
+class _Lying:
+    """An Array whose metadata is right and whose bytes are not (counts how often it is decoded)."""
+
+    def __init__(self, meta: Array, data: bytes) -> None:
+        self.dtype, self.shape, self.stype, self.data, self.decoded = meta.dtype, meta.shape, meta.stype, data, 0
+
+    def numpy(self):
+        self.decoded += 1
+        return Array(dtype=self.dtype, shape=self.shape, stype=self.stype, data=self.data).numpy()
+
+
+def test_shape_and_size_are_checked_from_metadata_before_any_byte_is_decoded():
+    big = _Lying(Array(np.ones((2, 3), np.float32)), Array(np.ones((1000, 1000), np.float32)).data)
+    wrong_shape = _Lying(Array(np.ones((3, 2), np.float32)), Array(np.ones((3, 2), np.float32)).data)
+    for bad, reason in ((big, SHAPE), (wrong_shape, SHAPE)):
+        with pytest.raises(RejectedUpdate) as err:
+            check_metadata({"backbone.w": bad, "backbone.n": Array(np.array(4, np.int64))}, REF)
+        assert err.value.reason == reason and bad.decoded == 0
+    # metadata that passes but bytes of another shape: caught when decoded, before any arithmetic
+    liar = _Lying(Array(np.ones((2, 3), np.float32)), Array(np.ones(6, np.float32)).data)
+    record = {"backbone.w": liar, "backbone.n": Array(np.array(4, np.int64))}
+    check_metadata(record, REF)
+    with pytest.raises(RejectedUpdate) as err:
+        check_structure(DecodedOnAccess(record), REF)
+    assert err.value.reason == SHAPE
+
+
+def test_integer_buffers_are_non_negative_and_advance_at_most_the_round_allows():
+    ok = {"backbone.w": np.ones((2, 3), np.float32), "backbone.n": np.array(200, np.int64)}
+    check_structure(ok, REF, max_int_advance=200)
+    for value in (-1, 201):
+        with pytest.raises(RejectedUpdate) as err:
+            check_structure({**ok, "backbone.n": np.array(value, np.int64)}, REF, max_int_advance=200)
+        assert err.value.reason == BOUNDS
 
 
 @pytest.mark.parametrize("arrays,reason", [
@@ -38,6 +93,8 @@ def test_a_well_formed_update_passes_also_in_half_precision():
     ({**REF, "projector.w": np.ones(2, np.float32)}, EXTRA_KEYS),
     ({**REF, "backbone.w": np.ones((3, 2), np.float32)}, SHAPE),
     ({**REF, "backbone.w": np.ones((2, 3), np.int32)}, DTYPE),
+    ({**REF, "backbone.w": np.ones((2, 3), np.float64)}, DTYPE),
+    ({**REF, "backbone.n": np.array(0, np.int32)}, DTYPE),
     ({**REF, "backbone.n": np.array(0.5, np.float32)}, DTYPE),
     ({**REF, "backbone.w": np.array([[0, np.nan, 0], [0, 0, 0]], np.float32)}, NAN),
     ({**REF, "backbone.w": np.array([[0, np.inf, 0], [0, 0, 0]], np.float32)}, NAN),
@@ -52,16 +109,6 @@ def test_norm_outliers_against_the_round_median():
     rejected = check_norms({1: 1.0, 2: 1.2, 3: 0.9, 4: 100.0}, max_ratio=10)
     assert list(rejected) == [4] and rejected[4].reason == NORM
     assert check_norms({1: 1.0, 2: 100.0}, max_ratio=10) == {}  # two replies: no majority to trust
-
-
-def test_metrics_must_all_be_present_and_finite():
-    good = {k: 1.0 for k in reply.METRIC_KEYS}
-    check_metrics(good)
-    with pytest.raises(RejectedUpdate):
-        check_metrics({k: v for k, v in good.items() if k != reply.LOSS})
-    with pytest.raises(RejectedUpdate) as err:
-        check_metrics({**good, reply.LOSS: float("nan")})
-    assert err.value.reason == NAN
 
 
 def test_collapse_filter_uses_both_thresholds_and_can_be_switched_off():

@@ -22,7 +22,8 @@ GLOBAL = {"backbone.w": np.zeros((4, 3), np.float32), "backbone.bn.num_batches_t
 
 def message(node: int, arrays: dict[str, np.ndarray], n: float = 100.0, **metrics: float) -> Message:
     values = {k: 0.0 for k in reply.METRIC_KEYS} | {reply.NUM_EXAMPLES: n, reply.LOSS: 1.0, reply.Z_STD: 0.8,
-                                                    reply.RANKME: 100.0, reply.PARTITION_ID: float(node)}
+                                                    reply.RANKME: 100.0, reply.PARTITION_ID: float(node),
+                                                    reply.STEPS: 10.0}
     values |= {k.replace("_", "-"): v for k, v in metrics.items()}
     content = RecordDict({reply.ARRAYS: ArrayRecord(array_dict={k: Array(v) for k, v in arrays.items()}),
                           reply.METRICS: MetricRecord(values)})
@@ -46,7 +47,7 @@ def test_bad_replies_are_excluded_with_reasons_and_the_rest_averaged_by_examples
     nan["backbone.w"][0, 0] = np.nan
     replies = [
         message(1, update(1.0), n=100),
-        message(2, update(2.0, np.float16, steps=9), n=300),  # half-precision transport
+        message(2, update(2.0, steps=9), n=300),
         message(3, update(1.5), n=100),
         message(4, nan),
         message(5, update(1.0), z_std=0.01),  # collapsed embeddings
@@ -76,12 +77,20 @@ def test_every_rule_aggregates_replies_decoded_on_access(rule):
     rng = np.random.default_rng(0)
     plain = [{"backbone.w": rng.normal(size=(4, 3)).astype(np.float32),
               "backbone.bn.num_batches_tracked": np.array(k, np.int64)} for k in range(5)]
-    plain[0]["backbone.w"] = plain[0]["backbone.w"].astype(np.float16)
     arrays, _ = fed.aggregate_train(1, [message(k + 1, u, n=50.0 * (k + 1)) for k, u in enumerate(plain)])
     assert fed.round_record(1).accepted == 5
-    widened = [{k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in u.items()} for u in plain]
-    expected = build_rule(fed.cfg.aggregation)(widened, [50.0 * (k + 1) for k in range(5)], [1.0] * 5, GLOBAL)
+    expected = build_rule(fed.cfg.aggregation)(plain, [50.0 * (k + 1) for k in range(5)], [1.0] * 5, GLOBAL)
     np.testing.assert_allclose(arrays["backbone.w"].numpy(), expected["backbone.w"], rtol=1e-5, atol=1e-6)
+    assert int(arrays["backbone.bn.num_batches_tracked"].numpy()) == 4  # the largest counter, whatever the rule
+
+
+def test_half_precision_transport_is_widened_and_float32_refused_when_the_run_sends_float16():
+    fed = strategy(**{"transport-dtype": "float16"})
+    arrays, _ = fed.aggregate_train(1, [message(1, update(1.0, np.float16), n=100), message(2, update(2.0), n=100),
+                                        message(3, update(3.0, np.float16), n=300)])
+    assert {e.node_id: e.reason for e in fed.round_record(1).excluded} == {2: "dtype"}
+    np.testing.assert_allclose(arrays["backbone.w"].numpy(), (100 * 1.0 + 300 * 3.0) / 400, rtol=1e-6)
+    assert arrays["backbone.w"].numpy().dtype == np.float32
 
 
 def test_decoded_on_access_widens_half_precision_and_keeps_the_keys():

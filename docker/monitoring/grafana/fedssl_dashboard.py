@@ -130,7 +130,8 @@ def fleet() -> list:
                query(f"fedssl_round_replies_accepted{{{RUN}}}", "accepted"),
                query(f"fedssl_round_replies_failed{{{RUN}}}", "failed")),
         series("Replies excluded per round, by reason", "Replies the server refused in the last round: collapse, "
-               "nan, norm, shape, dtype, missing-keys, extra-keys, metrics, skipped.", "none",
+               "nan, norm, shape, dtype, missing-keys, extra-keys, metrics, skipped, bounds, claims, direction, "
+               "error.", "none",
                query(f"sum by (reason) (fedssl_round_replies_excluded{{{RUN}}})", "{{reason}}"),
                bars=True, stacked=True),
         bars("Rounds since each device last replied", "0 for the devices of the last round; a growing bar is a "
