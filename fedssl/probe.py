@@ -202,3 +202,6 @@ def centred_knn_top1(gallery: torch.Tensor, queries: torch.Tensor, task: ProbeTa
     centre = gallery.mean(0, keepdim=True)
     return knn_top1(gallery - centre, torch.from_numpy(task.gallery_labels), queries - centre,
                     torch.from_numpy(task.query_labels), k or cfg.knn_k, cfg.knn_t)
+
+
+score_embeddings = _scores  # the probes on precomputed embeddings, for other modalities (fedssl.audio.probe)
