@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fp16", action="store_true", help="also write <output>.fp16.onnx")
     p.add_argument("--images", metavar="DIR",
                    help="real images for the parity check and int8 calibration (default: Fashion-MNIST)")
+    p.add_argument("--audio", metavar="DIR",
+                   help="audio encoders: audio files for the parity check and int8 calibration "
+                        "(default: synthetic notes)")
     p.add_argument("--parity-images", type=int, default=256)
     p.add_argument("--calibration-images", type=int, default=512)
     p.add_argument("--eval-gallery", type=int, default=10000, help="Fashion-MNIST train images (0: no accuracy)")
@@ -87,8 +90,14 @@ def export_all(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Export, check, quantise, evaluate, write sidecars; returns one summary row per file written."""
     checkpoint = resolve_checkpoint(args.checkpoint)
     encoder, ckpt_meta = load_encoder(checkpoint)
-    meta = EncoderMetadata.from_checkpoint_meta(ckpt_meta)
     output = Path(args.output) if args.output else checkpoint.with_name("encoder.onnx")
+    if ckpt_meta.get("modality") == "audio":  # waveform in: the front end is inside the model (export/audio.py)
+        from export.audio import export_audio
+
+        return export_audio(encoder, ckpt_meta, checkpoint, output, audio_dir=args.audio,
+                            int8=args.quantize == "int8", opset=args.opset, max_abs_diff=args.max_abs_diff,
+                            min_cosine=args.min_cosine)
+    meta = EncoderMetadata.from_checkpoint_meta(ckpt_meta)
     parity_images = real_images(args.images, "test", args.parity_images, meta, seed=1)
     reference = torch_embed(encoder, parity_images, meta)
 

@@ -264,6 +264,7 @@ def _validate(cfg: RunConfig) -> RunConfig:
     from fedssl.ssl import BYOL_STYLE, METHODS
 
     modality = MODALITIES.get(cfg.data.modality)
+    modality.validate(cfg)  # its own keys first: the checks below read its input size
 
     _in_range("num-rounds", cfg.num_rounds, 1)
     _in_range("fraction-train", cfg.fraction_train, 0.0, 1.0)
@@ -322,7 +323,6 @@ def _validate(cfg: RunConfig) -> RunConfig:
         raise ValueError(f"run config 'eval.tasks' is empty; allowed tasks: {list(modality.tasks.names())}")
     for task in cfg.eval.tasks:
         modality.tasks.check(task)  # each modality has its own tasks; the error lists them
-    modality.validate(cfg)
     _in_range("eval.knn-k", cfg.eval.knn_k, 1)
     _in_range("eval.knn-t", cfg.eval.knn_t, 1e-4)
     _in_range("eval.gallery-size", cfg.eval.gallery_size, 10)

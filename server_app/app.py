@@ -11,7 +11,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from fedssl.config import RunConfig
-from fedssl.probe import load_probe_tasks
+from fedssl.modality import MODALITIES
 from fedssl.ssl import build_ssl_model
 from fedssl.state import backbone_arrays
 from server_app.evaluation import RoundEvaluator
@@ -45,7 +45,8 @@ def main(grid: Grid, context: Context) -> None:
     outputs = RunOutputs(run_directory(cfg, context.run_id), str(context.run_id), cfg)
 
     # 1. The starting point: a seeded random backbone, or the last checkpoint of the resumed run.
-    arrays = backbone_arrays(build_ssl_model(cfg.ssl, cfg.model))
+    modality = MODALITIES.get(cfg.data.modality)
+    arrays = backbone_arrays(build_ssl_model(cfg.ssl, cfg.model, backbone=modality.build_backbone(cfg)))
     checkpoint = outputs.load_checkpoint() if cfg.resume else None
     done = 0
     if checkpoint is not None:
@@ -55,7 +56,7 @@ def main(grid: Grid, context: Context) -> None:
 
     # 2. The strategy and the per-round evaluation on probe tasks.
     strategy = FedSSL(cfg, arrays, round_offset=done)
-    tasks = load_probe_tasks(cfg.eval, cfg.model.image_size, seed=cfg.seed)
+    tasks = modality.load_tasks(cfg)
     evaluator = RoundEvaluator(cfg, strategy, outputs, tasks, observers=_observers(cfg, strategy, context.run_id))
 
     # 3. Flower runs the rounds that are left.
