@@ -102,8 +102,14 @@ def audio_frontend_spec(cfg: RunConfig):
 def _audio() -> Modality:
     from fedssl.audio.augment import AudioAugmentParams, audio_view_batches
     from fedssl.audio.data import node_audio
-    from fedssl.audio.probe import (AUDIO_TASKS, calibrate_audio_batchnorm, embed_audio, load_audio_tasks,
-                                    probe_audio, probe_log_mel)
+    from fedssl.audio.probe import (
+        AUDIO_TASKS,
+        calibrate_audio_batchnorm,
+        embed_audio,
+        load_audio_tasks,
+        probe_audio,
+        probe_log_mel,
+    )
     from fedssl.models.encoders import build_encoder
     from fedssl.models.frontend import AudioEncoder, LogMel
 

@@ -134,7 +134,8 @@ def train_local(model: SSLModel, images: np.ndarray, model_cfg: ModelConfig, tra
         for group in optimizer.param_groups:
             group["lr"] = lr
         if view_a.dim() == 4:  # image batches; a waveform (batch, samples) has no channels-last layout
-            view_a, view_b = view_a.contiguous(memory_format=memory_format), view_b.contiguous(memory_format=memory_format)
+            view_a = view_a.contiguous(memory_format=memory_format)
+            view_b = view_b.contiguous(memory_format=memory_format)
         loss = model(view_a, view_b)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"local loss became {float(loss)} at step {step}")

@@ -16,8 +16,8 @@ import torch
 
 from fedssl.atomic import atomic_write_json
 from fedssl.checkpoint import atomic_torch_save, save_encoder
-from fedssl.modality import MODALITIES
 from fedssl.config import RunConfig
+from fedssl.modality import MODALITIES
 from fedssl.plot import plot_knn
 from fedssl.round_record import SCHEMA_VERSION, RoundRecord
 from fedssl.state import strip_prefix, to_torch

@@ -9,8 +9,17 @@ import pytest
 import soundfile as sf
 
 from fedssl.data.audio import BadAudioError, load_audio, load_audio_folder, resample, to_clips
-from fedssl.data.audio_corpus import (PITCHES, SAMPLE_RATE, TIMBRES, WORDS, CorpusSpec, espeak_available,
-                                      make_corpus, read_manifest, synth_note)
+from fedssl.data.audio_corpus import (
+    PITCHES,
+    SAMPLE_RATE,
+    TIMBRES,
+    WORDS,
+    CorpusSpec,
+    espeak_available,
+    make_corpus,
+    read_manifest,
+    synth_note,
+)
 
 TINY = CorpusSpec(speakers=3, test_speakers=1, repeats=1, players=2, test_players=1, notes=1)
 

@@ -45,7 +45,8 @@ def test_fedssl_export_writes_a_waveform_model_matching_torch_and_an_int8_varian
     rng = np.random.default_rng(0)
     t = np.arange(22050) / 22050
     for i in range(12):  # real files at another rate, so parity covers the reader too
-        sf.write(mic / f"clip{i}.wav", 0.3 * np.sin(2 * np.pi * (200 + 50 * i) * t) + rng.normal(0, 0.01, len(t)), 22050)
+        tone = 0.3 * np.sin(2 * np.pi * (200 + 50 * i) * t) + rng.normal(0, 0.01, len(t))
+        sf.write(mic / f"clip{i}.wav", tone, 22050)
     out = tmp_path / "dist" / "encoder.onnx"
     assert main([str(checkpoint), "-o", str(out), "--quantize", "int8", "--audio", str(mic)]) == 0
     model = onnx.load(out)
@@ -66,6 +67,6 @@ def test_fedssl_export_writes_a_waveform_model_matching_torch_and_an_int8_varian
     assert "QuantizeLinear" in ops and "DFT" in ops or "STFT" in ops  # quantised convs, float front end
     z8 = onnx_embed(int8, waves)
     cosines = (z8 * reference).sum(1) / np.linalg.norm(z8, axis=1) / np.linalg.norm(reference, axis=1)
-    print("int8 vs torch cosine: mean %.3f min %.3f" % (cosines.mean(), cosines.min()))
+    print(f"int8 vs torch cosine: mean {cosines.mean():.3f} min {cosines.min():.3f}")
     assert cosines.mean() > 0.7  # an untrained encoder: a sanity bound, not an accuracy claim
     assert json.loads(int8.with_suffix(".json").read_text())["precision"] == "int8"
