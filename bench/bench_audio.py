@@ -31,10 +31,10 @@ from launcher.flwr_cli import AUDIO_RUN  # noqa: E402
 from launcher.simulation import LocalSimulation  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-NODES, ROUNDS, STEPS = 4, 5, 8
+NODES, ROUNDS, STEPS = 4, 3, 10
 CONFIG = {**AUDIO_RUN, "num-rounds": ROUNDS, "fraction-train": 0.5, "train.max-steps": STEPS,
-          "train.batch-size": 64, "data.max-samples": 512, "eval.gallery-size": 600, "eval.query-size": 300,
-          "eval.linear-labels": 600, "data.partition": "dirichlet", "data.alpha": 0.5}
+          "train.batch-size": 64, "data.max-samples": 512, "eval.gallery-size": 400, "eval.query-size": 200,
+          "eval.linear-labels": 400, "data.partition": "dirichlet", "data.alpha": 0.5}
 
 
 def run_method(sim: LocalSimulation, method: str, corpus: Path) -> dict[str, Any]:

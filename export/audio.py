@@ -29,6 +29,9 @@ from export.parity import MAX_ABS_DIFF, MIN_COSINE, ParityError, ParityReport, c
 from fedssl.atomic import atomic_write_text
 
 INPUT_NAME, OUTPUT_NAME = "waveforms", "embeddings"
+# The STFT, log and per-clip standardisation run in float32 in both runtimes, and the block3 read-out
+# standardises each dimension: measured max |diff| ~2e-4 at cosine 1.000000 on synthetic notes.
+AUDIO_MAX_ABS_DIFF = 1e-3
 PREFIX = "fedssl."
 
 
@@ -155,7 +158,7 @@ def real_waves(folder: str | None, count: int, meta: dict[str, Any], seed: int) 
 
 def export_audio(encoder: nn.Module, meta: dict[str, Any], checkpoint: Path, output: Path, *, audio_dir: str | None,
                  int8: bool, parity_count: int = 64, calibration_count: int = 128, opset: int | None = None,
-                 max_abs_diff: float = MAX_ABS_DIFF, min_cosine: float = MIN_COSINE) -> list[dict[str, Any]]:
+                 max_abs_diff: float = AUDIO_MAX_ABS_DIFF, min_cosine: float = MIN_COSINE) -> list[dict[str, Any]]:
     """Export, check, quantise and write sidecars; one summary row per file written.
 
     Raises:

@@ -12,6 +12,7 @@ import torch
 
 from export.audio import INPUT_NAME, onnx_embed, real_waves
 from export.cli import main
+from export.retrieve.cli import main as retrieve
 from export.parity import compare
 from fedssl.checkpoint import load_encoder, save_encoder
 from fedssl.config import RunConfig
@@ -70,3 +71,30 @@ def test_fedssl_export_writes_a_waveform_model_matching_torch_and_an_int8_varian
     print(f"int8 vs torch cosine: mean {cosines.mean():.3f} min {cosines.min():.3f}")
     assert cosines.mean() > 0.7  # an untrained encoder: a sanity bound, not an accuracy claim
     assert json.loads(int8.with_suffix(".json").read_text())["precision"] == "int8"
+
+
+def test_retrieve_indexes_and_queries_audio_files(checkpoint, tmp_path, capsys):
+    model = tmp_path / "audio.onnx"
+    assert main([str(checkpoint), "-o", str(model)]) == 0
+    gallery = tmp_path / "gallery"
+    t = np.arange(16000) / 16000
+    rng = np.random.default_rng(1)
+    for label, base in (("low", 150.0), ("high", 2500.0)):
+        (gallery / label).mkdir(parents=True)
+        for i in range(6):
+            tone = 0.4 * np.sin(2 * np.pi * base * (1 + 0.03 * i) * t) + rng.normal(0, 0.005, len(t))
+            sf.write(gallery / label / f"{label}{i}.wav", tone, 16000)
+    (gallery / "low" / "broken.wav").write_bytes(b"not a wav")
+    index = tmp_path / "sounds.npz"
+    assert retrieve(["index", "--model", str(model), "--output", str(index), "--images", str(gallery),
+                     "--no-progress"]) == 0
+    assert "indexed 12" in capsys.readouterr().out
+    query = gallery / "high" / "high3.wav"
+    assert retrieve(["query", "--model", str(model), "--index", str(index), str(query), str(gallery / "low"),
+                     "-k", "3", "--format", "json", "--no-progress"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    first = report["results"][0]
+    assert first["neighbours"][0]["path"] == str(query) and first["neighbours"][0]["score"] > 0.999
+    assert {r["reason"] for r in report["skipped"]} == {"unreadable"}
+    lows = [r for r in report["results"] if r["query"] != str(query)]
+    assert len(lows) == 6 and all(n["label"] == "low" for r in lows for n in r["neighbours"][:1])
