@@ -12,8 +12,8 @@ import torch
 
 from export.audio import INPUT_NAME, onnx_embed, real_waves
 from export.cli import main
-from export.retrieve.cli import main as retrieve
 from export.parity import compare
+from export.retrieve.cli import main as retrieve
 from fedssl.checkpoint import load_encoder, save_encoder
 from fedssl.config import RunConfig
 from fedssl.modality import MODALITIES, build_backbone
