@@ -133,3 +133,13 @@ def test_a_folder_without_usable_audio_is_an_error_not_a_crash(tmp_path, device_
     with pytest.raises(BadAudioError) as info:
         load_audio(device_folder / "blip.wav", 16000, min_seconds=0.1)
     assert info.value.reason == "too-short"
+
+
+def test_launcher_audio_config_points_at_an_absolute_corpus(tmp_path, monkeypatch):
+    from launcher.cli import audio_run_config
+
+    make_corpus(tmp_path / "c", TINY, speech=False)
+    monkeypatch.chdir(tmp_path)
+    config = audio_run_config({"audio.corpus-dir": "c", "num-rounds": 1}, smoke=True)
+    assert config["audio.corpus-dir"] == str(tmp_path / "c") and config["data.modality"] == "audio"
+    assert config["num-rounds"] == 1 and config["train.max-steps"] == 2  # overrides win over the tiny preset
