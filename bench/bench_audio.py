@@ -7,7 +7,7 @@ run's own per-round probes give the federated scores (kNN top-1 at k=200, the li
 last round) on every audio task beside the raw log-mel, random-init and BN-calibrated random-init
 baselines. A small budget on 2 shared cores: it says whether the pipeline learns, not where it ends.
 
-    python bench/bench_audio.py                       # simclr; BENCH_AUDIO_METHODS=simclr,segment-order
+    python bench/bench_audio.py                       # simclr; BENCH_AUDIO_METHODS=simclr,segment-order,simclr@ldawa
     BENCH_AUDIO_CORPUS=/path/to/corpus python bench/bench_audio.py
 
 Writes ``bench/results/audio.json`` (methods already there are kept) and ``bench/results/audio.md``.
@@ -37,12 +37,15 @@ CONFIG = {**AUDIO_RUN, "num-rounds": ROUNDS, "fraction-train": 0.5, "train.max-s
           "eval.linear-labels": 400, "data.partition": "dirichlet", "data.alpha": 0.5}
 
 
-def run_method(sim: LocalSimulation, method: str, corpus: Path) -> dict[str, Any]:
+def run_method(sim: LocalSimulation, cell: str, corpus: Path) -> dict[str, Any]:
+    """One run; ``cell`` is an SSL method, optionally with an aggregation rule: ``simclr`` or ``simclr@ldawa``."""
+    method, _, rule = cell.partition("@")
     started = time.perf_counter()
-    run_dir = sim.run({**CONFIG, "ssl.method": method, "audio.corpus-dir": str(corpus)}, nodes=NODES)
+    run_dir = sim.run({**CONFIG, "ssl.method": method, "aggregation.rule": rule or "fedavg",
+                       "audio.corpus-dir": str(corpus)}, nodes=NODES)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     last = metrics["rounds"][-1]
-    return {"method": method, "seconds": round(time.perf_counter() - started, 1),
+    return {"method": cell, "seconds": round(time.perf_counter() - started, 1),
             "federated": {"knn": last["knn"], "linear": last.get("linear", {})},
             "best": {t: b["score"] for t, b in metrics["best"].items()},
             "baselines": metrics["baseline_probes"], "loss": [r["loss"] for r in metrics["rounds"]]}
