@@ -5,9 +5,12 @@ Each method runs through Flower's local simulation (``launcher.simulation``) on 
 speakers/players (alpha 0.5), ``ROUNDS`` rounds of ``STEPS`` local steps, two devices per round. The
 run's own per-round probes give the federated scores (kNN top-1 at k=200, the linear probe after the
 last round) on every audio task beside the raw log-mel, random-init and BN-calibrated random-init
-baselines. A small budget on 2 shared cores: it says whether the pipeline learns, not where it ends.
+baselines. ``centralized:<method>`` trains one model in this process on the pooled train split for
+as many steps as the federation made in all. A small budget on 2 shared cores: it says whether the
+pipeline learns, not where it ends.
 
-    python bench/bench_audio.py                       # simclr; BENCH_AUDIO_METHODS=simclr,segment-order,simclr@ldawa
+    python bench/bench_audio.py                       # simclr
+    BENCH_AUDIO_METHODS=segment-order,simclr@ldawa,centralized:simclr python bench/bench_audio.py
     BENCH_AUDIO_CORPUS=/path/to/corpus python bench/bench_audio.py
 
 Writes ``bench/results/audio.json`` (methods already there are kept) and ``bench/results/audio.md``.
@@ -37,8 +40,33 @@ CONFIG = {**AUDIO_RUN, "num-rounds": ROUNDS, "fraction-train": 0.5, "train.max-s
           "eval.linear-labels": 400, "data.partition": "dirichlet", "data.alpha": 0.5}
 
 
+def centralized(method: str, corpus: Path) -> dict[str, Any]:
+    """One model on the pooled train split for as many steps as the federation made (rounds x 2 devices x steps)."""
+    import torch
+
+    from fedssl.audio.data import corpus_shard
+    from fedssl.config import RunConfig
+    from fedssl.modality import MODALITIES
+    from fedssl.ssl import build_ssl_model
+    from fedssl.train import train_local
+
+    started = time.perf_counter()
+    cfg = RunConfig.from_flat({**CONFIG, "ssl.method": method, "audio.corpus-dir": str(corpus),
+                               "train.max-steps": ROUNDS * 2 * STEPS, "train.local-epochs": 100})
+    torch.manual_seed(cfg.seed)
+    modality = MODALITIES.get("audio")
+    model = build_ssl_model(cfg.ssl, cfg.model, backbone=modality.build_backbone(cfg))
+    result = train_local(model, corpus_shard(cfg, 0, 1), cfg.model, cfg.train, seed=cfg.seed, views=modality.views(cfg))
+    scores = modality.probe(model.backbone, modality.load_tasks(cfg), cfg, True)
+    return {"method": f"centralized:{method}", "seconds": round(time.perf_counter() - started, 1),
+            "federated": {"knn": scores.knn, "linear": scores.linear}, "steps": result.steps, "loss": [result.loss]}
+
+
 def run_method(sim: LocalSimulation, cell: str, corpus: Path) -> dict[str, Any]:
-    """One run; ``cell`` is an SSL method, optionally with an aggregation rule: ``simclr`` or ``simclr@ldawa``."""
+    """One run; ``cell`` is an SSL method, optionally with an aggregation rule (``simclr``, ``simclr@ldawa``),
+    or ``centralized:<method>`` (this process, no Flower)."""
+    if cell.startswith("centralized:"):
+        return centralized(cell.split(":", 1)[1], corpus)
     method, _, rule = cell.partition("@")
     started = time.perf_counter()
     run_dir = sim.run({**CONFIG, "ssl.method": method, "aggregation.rule": rule or "fedavg",
@@ -58,13 +86,14 @@ def render(cells: list[dict[str, Any]]) -> str:
              "kNN top-1 (k=200) / linear probe.",
              "", "| encoder | " + " | ".join(f"{t} kNN / linear" for t in TASKS) + " |",
              "|---|" + "---:|" * len(TASKS)]
-    first = cells[0]
+    first = next(c for c in cells if "baselines" in c)
     for name in ("raw-log-mel", "random-init", "random-init-bn"):
         b = first["baselines"][name]
         lines.append(f"| {name} | " + " | ".join(f"{b['knn'][t]:.3f} / {b['linear'][t]:.3f}" for t in TASKS) + " |")
     for c in cells:
         f = c["federated"]
-        lines.append(f"| federated {c['method']} | "
+        kind = "" if c["method"].startswith("centralized:") else "federated "
+        lines.append(f"| {kind}{c['method']} | "
                      + " | ".join(f"{f['knn'][t]:.3f} / {f['linear'].get(t, float('nan')):.3f}" for t in TASKS) + " |")
     lines += ["", "Command: `python bench/bench_audio.py` (BENCH_AUDIO_METHODS=" + ",".join(c["method"] for c in cells)
               + "); seconds per method: " + ", ".join(f"{c['method']} {c['seconds']}" for c in cells), ""]
