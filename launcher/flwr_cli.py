@@ -31,6 +31,10 @@ AUDIO_RUN: dict[str, Any] = {  # data.modality = "audio": its tasks and the bloc
 TINY_AUDIO_RUN: dict[str, Any] = {  # seconds per round on 2 cores; add "audio.corpus-dir"
     **AUDIO_RUN, "num-rounds": 2, "fraction-train": 1.0, "data.max-samples": 64, "train.batch-size": 32,
     "train.max-steps": 2, "eval.gallery-size": 200, "eval.query-size": 100, "eval.linear-labels": 100,
+    # A small device state (heads + Adam moments ~10 MB instead of ~50 MB): on a loaded machine Flower's
+    # ClientApp can miss its 30 s limit pushing a large context, and the expired task then fails the
+    # node's next reply ("ClientApp stopped responding"); see docs/audio.md.
+    "ssl.hidden-dim": 256, "train.keep-optimizer-state": False,
 }
 
 
