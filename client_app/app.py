@@ -12,11 +12,12 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from client_app.data import node_images
+from client_app.data import node_data
 from client_app.misbehave import LYING, corrupt, falsify
 from fedssl import reply
 from fedssl.config import RunConfig
 from fedssl.device_merge import fedema, fedema_scale, fedu
+from fedssl.modality import MODALITIES
 from fedssl.ssl import build_ssl_model
 from fedssl.ssl.base import SSLModel
 from fedssl.state import backbone_arrays, strip_prefix, to_numpy, to_torch
@@ -51,6 +52,7 @@ def train_round(global_arrays: ArrayRecord, server_round: int, context: Context,
     ``timer(name)`` wraps the phases ``train_local`` and ``collapse_check`` (a benchmark's clock).
     """
     cfg = RunConfig.from_flat(context.run_config)
+    modality = MODALITIES.get(cfg.data.modality)
     position = RoundPosition(max(server_round, 1), max(num_rounds or cfg.num_rounds, server_round, 1))
     torch.manual_seed(cfg.seed * 100_003 + server_round * 1009 + context.node_id % 1000)
     partition_id = float(context.node_config.get("partition-id", -1))
@@ -58,14 +60,14 @@ def train_round(global_arrays: ArrayRecord, server_round: int, context: Context,
 
     # 1. The model: heads/targets/queues kept on this device, the backbone from the server
     #    (merged with this device's own under FedU/FedEMA).
-    model = build_ssl_model(cfg.ssl, cfg.model)
+    model = build_ssl_model(cfg.ssl, cfg.model, backbone=modality.build_backbone(cfg))
     if reply.LOCAL_STATE in context.state:
         model.load_state_dict(_tensors(context.state[reply.LOCAL_STATE]), strict=False)
     global_backbone = strip_prefix(_tensors(global_arrays))
     merge_metrics = _load_backbone(model, global_backbone, cfg, context)
 
-    # 2. Local SSL training on this device's unlabeled images.
-    images = node_images(cfg, context.node_config)
+    # 2. Local SSL training on this device's unlabeled images (or audio clips: data.modality).
+    images = node_data(cfg, context.node_config)
     if len(images) < 2:
         log.warning("skipping round %d: only %d image(s) on this device", server_round, len(images))
         metrics = {k: 0.0 for k in reply.METRIC_KEYS} | {reply.SKIPPED: 1.0, reply.PARTITION_ID: partition_id,
@@ -74,17 +76,22 @@ def train_round(global_arrays: ArrayRecord, server_round: int, context: Context,
         with timer("train_local"):
             result = train_local(model, images, cfg.model, cfg.train, seed=cfg.seed + server_round,
                                  max_samples=cfg.data.max_samples, position=position,
-                                 optimizer_state=_optimizer_state(context) if cfg.train.keep_optimizer_state else None)
+                                 optimizer_state=_optimizer_state(context) if cfg.train.keep_optimizer_state else None,
+                                 views=modality.views(cfg))
         if cfg.train.keep_optimizer_state:
             _keep_optimizer_state(context, result.optimizer_state)
         context.state[LOCAL_BACKBONE] = _record(to_numpy(model.backbone.state_dict()))
         # 3. Test and benchmark switch: corrupt what is sent, as a broken (or lying) device would.
         mode = str(context.node_config.get("misbehave", ""))
-        honest = collapse_check(model.backbone, images, cfg.model, seed=cfg.seed) if mode in LYING else (0.0, 0.0)
+        def check() -> tuple[float, float]:
+            return collapse_check(model.backbone, images, cfg.model, seed=cfg.seed,
+                                  embed_fn=lambda backbone, x: modality.embed(backbone, x, cfg))
+
+        honest = check() if mode in LYING else (0.0, 0.0)
         corrupt(model.backbone, mode)
         # 4. The collapse check on this device's own images, reported with the update.
         with timer("collapse_check"):
-            z_std, rankme = collapse_check(model.backbone, images, cfg.model, seed=cfg.seed)
+            z_std, rankme = check()
         metrics = {
             reply.NUM_EXAMPLES: float(result.num_examples), reply.LOSS: result.loss, reply.Z_STD: z_std,
             reply.RANKME: rankme, reply.STEPS: float(result.steps), reply.SECONDS: result.seconds,

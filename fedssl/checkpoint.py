@@ -40,9 +40,19 @@ def encoder_metadata(model_cfg: ModelConfig) -> dict[str, Any]:
 
 
 def save_encoder(path: Path, backbone_state: dict[str, torch.Tensor], model_cfg: ModelConfig,
-                 **extra: Any) -> None:
-    """Save a bare-encoder state dict (keys without ``backbone.``) with its metadata and extras."""
-    atomic_torch_save(path, {"encoder": backbone_state, "meta": {**encoder_metadata(model_cfg), **extra}})
+                 frontend: dict[str, Any] | None = None, **extra: Any) -> None:
+    """Save a bare-encoder state dict (keys without ``backbone.``) with its metadata and extras.
+
+    ``frontend`` (an audio encoder's :class:`fedssl.models.frontend.FrontendSpec` as a dict) makes the
+    checkpoint describe a waveform input, ``(batch, num_samples)`` float in [-1, 1].
+    """
+    meta = encoder_metadata(model_cfg)
+    if frontend is not None:
+        meta["frontend"] = dict(frontend)
+        meta["modality"] = "audio"
+        meta["input"] = {"layout": "NT", "samples": frontend["num_samples"], "sample_rate": frontend["sample_rate"],
+                         "channels": 1, "scale": "float waveform in [-1, 1], mono"}
+    atomic_torch_save(path, {"encoder": backbone_state, "meta": {**meta, **extra}})
 
 
 def load_encoder(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -64,6 +74,17 @@ def load_encoder(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     meta = ckpt["meta"]
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: format_version {meta.get('format_version')} != {FORMAT_VERSION}")
-    encoder = build_encoder(ModelConfig(**meta["model"]))
+    encoder = _build(meta)
     encoder.load_state_dict(ckpt["encoder"], strict=True)
     return encoder.eval(), meta
+
+
+def _build(meta: dict[str, Any]) -> torch.nn.Module:
+    """The encoder a checkpoint's metadata describes: an image backbone, or front end + backbone for audio."""
+    model_cfg = ModelConfig(**meta["model"])
+    if "frontend" not in meta:
+        return build_encoder(model_cfg)
+    from fedssl.models.frontend import AudioEncoder, FrontendSpec
+
+    spec = FrontendSpec(**meta["frontend"])
+    return AudioEncoder(spec, build_encoder(model_cfg, input_hw=(spec.n_mels, spec.frames)))

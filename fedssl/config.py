@@ -5,9 +5,9 @@ default; the rest of the code only sees the dataclasses below. Bad values raise
 ``ValueError`` naming the key, the value and what is allowed, before any
 training starts.
 
-Names of SSL methods, encoders, partitioners and probe tasks are checked against their
-registries (``fedssl.ssl.METHODS``, ``fedssl.models.encoders.ENCODERS``,
-``fedssl.data.partition.PARTITIONERS``, ``fedssl.probe.PROBE_TASKS``), imported when a config is
+Names of modalities, SSL methods, encoders, partitioners and probe tasks are checked against their
+registries (``fedssl.modality.MODALITIES``, ``fedssl.ssl.METHODS``, ``fedssl.models.encoders.ENCODERS``,
+``fedssl.data.partition.PARTITIONERS``, and the modality's probe tasks), imported when a config is
 validated: those modules import this one for their dataclasses, so a module-level import would
 be a cycle. ``aggregation.rule`` is checked by the ServerApp against
 ``server_app.aggregation.RULES`` when it builds the strategy, before round 1 (``fedssl/`` imports
@@ -65,6 +65,7 @@ class SSLConfig:
     momentum: float = 0.99
     queue_size: int = 4096
     barlow_lambda: float = 0.005
+    segments: int = 3  # segment-order: a view cut into this many segments along time (or width), shuffled
 
 
 @dataclass(frozen=True)
@@ -91,10 +92,32 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
+    modality: str = "image"  # fedssl.modality.MODALITIES: data pipeline, augmentation, encoder input, probes
     partition: str = "dirichlet"
     alpha: float = 0.5
     classes_per_client: int = 2
     max_samples: int = 6400  # per round; 0: all of a client's samples
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """Audio input (``data.modality = "audio"``): clips, the log-mel front end, augmentation ranges.
+
+    The front end is part of the encoder, so these values are saved with every checkpoint and
+    the exported model takes the raw waveform (``crop-seconds`` at ``sample-rate``).
+    """
+
+    corpus_dir: str = "data/audio-corpus"  # scripts/make_audio_corpus.py: simulated shards and probe tasks
+    sample_rate: int = 16000
+    clip_seconds: float = 1.0  # files are cut/padded into clips of this length
+    crop_seconds: float = 0.75  # the encoder's input: a random crop in training, the centre one in eval
+    min_seconds: float = 0.1  # shorter files are skipped as too short
+    n_mels: int = 40
+    hop_ms: float = 15.0
+    win_ms: float = 25.0
+    mask_fraction: float = 0.15  # SpecAugment: up to this fraction of frames and of mel bands masked
+    noise_snr_db: float = 15.0  # added noise at an SNR drawn from [this, this + 25] dB
+    gain_db: float = 6.0  # gain drawn from [-this, +this] dB
 
 
 @dataclass(frozen=True)
@@ -148,6 +171,7 @@ class RunConfig:
     ssl: SSLConfig = field(default_factory=SSLConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
@@ -162,7 +186,7 @@ class RunConfig:
         return _flatten(self, prefix="")
 
 
-_GROUP_KEYS = {"model", "ssl", "train", "data", "eval", "aggregation", "filter"}
+_GROUP_KEYS = {"model", "ssl", "train", "data", "audio", "eval", "aggregation", "filter"}
 
 
 def _key(prefix: str, name: str) -> str:
@@ -220,11 +244,32 @@ def _flatten(obj: Any, prefix: str) -> dict[str, Any]:
     return flat
 
 
+def validate_audio(cfg: RunConfig) -> None:
+    """Ranges of the ``audio.*`` keys (called by the audio modality)."""
+    a = cfg.audio
+    _in_range("audio.sample-rate", a.sample_rate, 4000, 96000)
+    _in_range("audio.clip-seconds", a.clip_seconds, 0.1, 60.0)
+    _in_range("audio.crop-seconds", a.crop_seconds, 0.05, a.clip_seconds)
+    _in_range("audio.min-seconds", a.min_seconds, 0.0, a.clip_seconds)
+    _in_range("audio.n-mels", a.n_mels, 8, 256)
+    _in_range("audio.win-ms", a.win_ms, 1.0, 200.0)
+    _in_range("audio.hop-ms", a.hop_ms, 1.0, a.win_ms)
+    _in_range("audio.mask-fraction", a.mask_fraction, 0.0, 0.5)
+    _in_range("audio.noise-snr-db", a.noise_snr_db, -10.0, 100.0)
+    _in_range("audio.gain-db", a.gain_db, 0.0, 40.0)
+    if cfg.model.in_channels != 1:
+        raise ValueError(f"run config 'model.in-channels' = {cfg.model.in_channels} must be 1 with "
+                         "'data.modality' = 'audio' (one log-mel channel)")
+
+
 def _validate(cfg: RunConfig) -> RunConfig:
     from fedssl.data.partition import PARTITIONERS
+    from fedssl.modality import MODALITIES
     from fedssl.models.encoders import ENCODERS
-    from fedssl.probe import PROBE_TASKS
     from fedssl.ssl import BYOL_STYLE, METHODS
+
+    modality = MODALITIES.get(cfg.data.modality)
+    modality.validate(cfg)  # its own keys first: the checks below read its input size
 
     _in_range("num-rounds", cfg.num_rounds, 1)
     _in_range("fraction-train", cfg.fraction_train, 0.0, 1.0)
@@ -246,10 +291,12 @@ def _validate(cfg: RunConfig) -> RunConfig:
     _in_range("model.image-size", cfg.model.image_size, 8, 1024)
     _choice("model.readout", cfg.model.readout, READOUTS)
     if cfg.model.encoder == "smallcnn" and cfg.model.readout == "block3":
-        expected = 128 * (cfg.model.image_size // 8) ** 2
+        height, width = modality.input_hw(cfg)
+        expected = 128 * (height // 8) * (width // 8)
         if cfg.model.embedding_dim != expected:
             raise ValueError(f"run config 'model.embedding-dim' = {cfg.model.embedding_dim} does not match "
-                             f"'model.readout' = 'block3' at image size {cfg.model.image_size}: it must be {expected}")
+                             f"'model.readout' = 'block3' at {cfg.data.modality} input {height}x{width}: "
+                             f"it must be {expected}")
     elif cfg.model.readout != "pool":
         raise ValueError(f"run config 'model.readout' = {cfg.model.readout!r} applies to 'smallcnn' only; "
                          f"with 'model.encoder' = {cfg.model.encoder!r} set model.readout='pool' and "
@@ -261,6 +308,7 @@ def _validate(cfg: RunConfig) -> RunConfig:
     _in_range("ssl.momentum", cfg.ssl.momentum, 0.0, 1.0)
     _in_range("ssl.queue-size", cfg.ssl.queue_size, 1)
     _in_range("ssl.barlow-lambda", cfg.ssl.barlow_lambda, 0.0)
+    _in_range("ssl.segments", cfg.ssl.segments, 2, 5)
     _in_range("train.local-epochs", cfg.train.local_epochs, 1)
     _in_range("train.batch-size", cfg.train.batch_size, 2)
     _in_range("train.lr", cfg.train.lr, 1e-8, 10.0)
@@ -277,9 +325,9 @@ def _validate(cfg: RunConfig) -> RunConfig:
     _in_range("data.classes-per-client", cfg.data.classes_per_client, 1, 10)
     _in_range("data.max-samples", cfg.data.max_samples, 0)
     if not cfg.eval.tasks:
-        raise ValueError(f"run config 'eval.tasks' is empty; allowed tasks: {list(PROBE_TASKS.names())}")
+        raise ValueError(f"run config 'eval.tasks' is empty; allowed tasks: {list(modality.tasks.names())}")
     for task in cfg.eval.tasks:
-        PROBE_TASKS.check(task)
+        modality.tasks.check(task)  # each modality has its own tasks; the error lists them
     _in_range("eval.knn-k", cfg.eval.knn_k, 1)
     _in_range("eval.knn-t", cfg.eval.knn_t, 1e-4)
     _in_range("eval.gallery-size", cfg.eval.gallery_size, 10)

@@ -22,7 +22,8 @@ def plot_knn(metrics: dict[str, Any], path: Path) -> None:
         color = f"C{i}"
         ax.plot(rounds, [r["knn"].get(task, np.nan) for r in metrics["rounds"]], "o-", color=color,
                 label=f"{task} (federated)")
-        for style, name in ((":", "raw-pixels"), ("--", "random-init"), ((0, (1, 3)), "random-init-bn"),
+        for style, name in ((":", "raw-pixels"), (":", "raw-log-mel"),
+                            ("--", "random-init"), ((0, (1, 3)), "random-init-bn"),
                             ("-.", "local-only")):
             value = metrics["baselines"].get(name, {}).get(task)
             if value is not None:

@@ -112,7 +112,7 @@ def probe_backbone(backbone: nn.Module, tasks: list[ProbeTask], model_cfg: Model
     for task in tasks:
         embeddings[task.name] = (embed(backbone, task.gallery, mean, std, model_cfg.in_channels),
                                  embed(backbone, task.queries, mean, std, model_cfg.in_channels))
-    return _scores(embeddings, tasks, cfg, linear)
+    return score_embeddings(embeddings, tasks, cfg, linear)
 
 
 @torch.no_grad()
@@ -149,11 +149,12 @@ def probe_pixels(tasks: list[ProbeTask], cfg: EvalConfig, linear: bool = True) -
     for task in tasks:
         embeddings[task.name] = (torch.from_numpy(task.gallery.reshape(len(task.gallery), -1)).float() / 255,
                                  torch.from_numpy(task.queries.reshape(len(task.queries), -1)).float() / 255)
-    return _scores(embeddings, tasks, cfg, linear)
+    return score_embeddings(embeddings, tasks, cfg, linear)
 
 
-def _scores(embeddings: dict[str, tuple[torch.Tensor, torch.Tensor]], tasks: list[ProbeTask], cfg: EvalConfig,
-            linear: bool) -> ProbeScores:
+def score_embeddings(embeddings: dict[str, tuple[torch.Tensor, torch.Tensor]], tasks: list[ProbeTask],
+                     cfg: EvalConfig, linear: bool) -> ProbeScores:
+    """Every probe on precomputed (gallery, queries) embeddings per task; any modality's embeddings."""
     knn, report, lin, centred = {}, {}, {}, {}
     for task in tasks:
         g, q = embeddings[task.name]
@@ -216,3 +217,4 @@ def centred_knn_top1(gallery: torch.Tensor, queries: torch.Tensor, task: ProbeTa
     centre = gallery.mean(0, keepdim=True)
     return knn_top1(gallery - centre, torch.from_numpy(task.gallery_labels), queries - centre,
                     torch.from_numpy(task.query_labels), k or cfg.knn_k, cfg.knn_t)
+

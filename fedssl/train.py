@@ -12,7 +12,7 @@ import logging
 import math
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 COLLAPSE_SAMPLE = 512  # a fixed sample of local images, embedded without augmentation
 StepHook = Callable[[int, float], None]  # (step, loss) after every optimiser step; benchmarks time with it
 ViewTransform = Callable[[torch.Tensor], torch.Tensor]  # uint8 (C, H, W) -> one random normalised view
+# (data, batch size, seed) -> endless (view_a, view_b) batches; another modality's pipeline (fedssl.modality)
+ViewSource = Callable[[np.ndarray, int, int], Iterator[tuple[torch.Tensor, torch.Tensor]]]
 
 
 @dataclass(frozen=True)
@@ -88,15 +90,16 @@ def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch
 def train_local(model: SSLModel, images: np.ndarray, model_cfg: ModelConfig, train_cfg: TrainConfig,
                 seed: int, max_samples: int = 0, *, position: RoundPosition = RoundPosition(),
                 optimizer_state: dict[str, Any] | None = None, on_step: StepHook | None = None,
-                transform: ViewTransform | None = None) -> LocalResult:
-    """Run ``local_epochs`` of SSL on ``images`` (uint8 ``(N, C, H, W)``).
+                transform: ViewTransform | None = None, views: ViewSource | None = None) -> LocalResult:
+    """Run ``local_epochs`` of SSL on ``images`` (uint8 ``(N, C, H, W)``, or any samples ``views`` accepts).
 
     Each epoch visits a random sample of ``max_samples`` images (all if 0) in batches of
     ``batch_size`` (a device with fewer images trains on one smaller batch), capped at
     ``max_steps`` steps. ``optimizer_state`` (from the previous round's result) resumes Adam's
     moments; the result carries the new state. Hooks for benchmarks and experiments: ``on_step``
     is called after every optimiser step; ``transform`` (one random view of a uint8 image) replaces
-    the configured augmentation.
+    the configured augmentation; ``views`` (another modality's two-view batches, e.g. audio clips)
+    replaces the image pipeline altogether.
     Raises:
         ValueError: if there are fewer than 2 images (no pair to contrast).
         FloatingPointError: if the loss stops being finite.
@@ -122,14 +125,18 @@ def train_local(model: SSLModel, images: np.ndarray, model_cfg: ModelConfig, tra
             log.warning("optimizer state from the last round does not fit (%s); starting afresh", exc)
     model.train()
     start, losses, seen, lr = time.perf_counter(), [], 0, train_cfg.lr
-    batches = _two_view_batches(images, model_cfg, train_cfg, batch_size, seed, transform)
+    batches = (views(images, batch_size, seed) if views is not None
+               else _two_view_batches(images, model_cfg, train_cfg, batch_size, seed, transform))
     for step, (view_a, view_b) in enumerate(batches):
         if step >= steps_per_round:
             break
         lr = learning_rate(train_cfg, position, step, steps_per_round)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = model(view_a.contiguous(memory_format=memory_format), view_b.contiguous(memory_format=memory_format))
+        if view_a.dim() == 4:  # image batches; a waveform (batch, samples) has no channels-last layout
+            view_a = view_a.contiguous(memory_format=memory_format)
+            view_b = view_b.contiguous(memory_format=memory_format)
+        loss = model(view_a, view_b)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"local loss became {float(loss)} at step {step}")
         optimizer.zero_grad(set_to_none=True)
@@ -174,10 +181,14 @@ def _two_view_batches(images: np.ndarray, model_cfg: ModelConfig, train_cfg: Tra
 
 
 def collapse_check(backbone: torch.nn.Module, images: np.ndarray, model_cfg: ModelConfig,
-                   seed: int) -> tuple[float, float]:
-    """``(z_std, rankme)`` of un-augmented embeddings of a fixed local sample."""
+                   seed: int, embed_fn: Callable[[torch.nn.Module, np.ndarray], torch.Tensor] | None = None
+                   ) -> tuple[float, float]:
+    """``(z_std, rankme)`` of un-augmented embeddings of a fixed local sample (``embed_fn``: another modality's)."""
     rng = np.random.default_rng(seed)
     sample = images[np.sort(rng.choice(len(images), min(COLLAPSE_SAMPLE, len(images)), replace=False))]
-    mean, std = normalization(model_cfg.in_channels)
-    z = embed(backbone, sample, mean, std, model_cfg.in_channels)
+    if embed_fn is not None:
+        z = embed_fn(backbone, sample)
+    else:
+        mean, std = normalization(model_cfg.in_channels)
+        z = embed(backbone, sample, mean, std, model_cfg.in_channels)
     return z_std(z), rankme(z)

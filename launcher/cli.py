@@ -8,6 +8,7 @@ Fashion-MNIST shard, or the node configs you give), the connection in a private 
     fedssl-launch run --smoke                       # 2 tiny rounds: proves the plumbing
     fedssl-launch run --node-config "data-dir='/data/cam0'" --node-config "data-dir='/data/cam1'"
     fedssl-launch up --nodes 3                      # keep it running; submit with the printed flwr command
+    fedssl-launch run --audio                       # the same on audio (makes data/audio-corpus if missing)
 
 ``run`` exits 0 only if the run finished ``completed``; it prints the run's summary (``fedssl-summary``).
 """
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from fedssl.summary import summarize
 from launcher.deployment import LocalDeployment
-from launcher.flwr_cli import REPO, TINY_RUN, parse_config
+from launcher.flwr_cli import AUDIO_RUN, REPO, TINY_AUDIO_RUN, TINY_RUN, parse_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             p.add_argument("--run-config", default="", metavar="CFG", help="run-config overrides, as for flwr run")
             p.add_argument("--smoke", action="store_true", help="start from the tiny 2-round run config")
+            p.add_argument("--audio", action="store_true",
+                           help="data.modality='audio' with its tasks and encoder size (launcher.flwr_cli.AUDIO_RUN); "
+                                "simulated nodes train on shards of the generated corpus, made if missing")
             p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the run")
     return parser
 
@@ -61,8 +65,24 @@ def deployment_from(args: argparse.Namespace) -> LocalDeployment:
     return LocalDeployment(workdir, nodes=args.nodes, node_configs=node_configs, app=args.app, outputs=args.outputs)
 
 
+def audio_run_config(overrides: dict, smoke: bool) -> dict:
+    """``AUDIO_RUN`` (or its tiny variant) with an absolute ``audio.corpus-dir``; the corpus is made if missing."""
+    from fedssl.data.audio_corpus import MANIFEST, make_corpus
+
+    config = {**(TINY_AUDIO_RUN if smoke else AUDIO_RUN), **overrides}
+    corpus = Path(config.get("audio.corpus-dir", "data/audio-corpus")).expanduser().resolve()
+    if not (corpus / MANIFEST).is_file():
+        print(f"[fedssl-launch] making the audio corpus in {corpus} (scripts/make_audio_corpus.py)", flush=True)
+        make_corpus(corpus)
+    return {**config, "audio.corpus-dir": str(corpus)}
+
+
 def run(args: argparse.Namespace) -> int:
-    run_config = {**(TINY_RUN if args.smoke else {}), **parse_config(args.run_config)}
+    overrides = parse_config(args.run_config)
+    if args.audio:
+        run_config = audio_run_config(overrides, args.smoke)
+    else:
+        run_config = {**(TINY_RUN if args.smoke else {}), **overrides}
     fed = deployment_from(args)
     print(f"[fedssl-launch] SuperLink {fed.address} + {len(fed.node_configs)} SuperNodes; logs in {fed.workdir}",
           flush=True)

@@ -22,6 +22,20 @@ TINY_RUN: dict[str, Any] = {  # every node trains every round, so tests can name
     "num-rounds": 2, "fraction-train": 1.0, "data.max-samples": 256, "train.batch-size": 64,
     "eval.gallery-size": 1000, "eval.query-size": 300, "eval.tasks": "fashion-mnist",
 }
+AUDIO_RUN: dict[str, Any] = {  # data.modality = "audio": its tasks and the block3 embedding of a 40x51 log-mel map
+    "data.modality": "audio", "eval.tasks": "speech-words,sound-pitch,sound-timbre", "model.embedding-dim": 3840,
+    "train.batch-size": 64, "data.max-samples": 1024,
+    # RankMe is at most the number of clips checked: 0.02 x 3840 = 77 would reject a device with few recordings
+    "filter.min-rankme-ratio": 0.005,
+}
+TINY_AUDIO_RUN: dict[str, Any] = {  # seconds per round on 2 cores; add "audio.corpus-dir"
+    **AUDIO_RUN, "num-rounds": 2, "fraction-train": 1.0, "data.max-samples": 64, "train.batch-size": 32,
+    "train.max-steps": 2, "eval.gallery-size": 200, "eval.query-size": 100, "eval.linear-labels": 100,
+    # A small device state (heads + Adam moments ~10 MB instead of ~50 MB): on a loaded machine Flower's
+    # ClientApp can miss its 30 s limit pushing a large context, and the expired task then fails the
+    # node's next reply ("ClientApp stopped responding"); see docs/audio.md.
+    "ssl.hidden-dim": 256, "train.keep-optimizer-state": False,
+}
 
 
 _ITEM = re.compile(r"""(?P<key>[^\s=]+)=(?P<value>'[^']*'|"[^"]*"|[^\s'"]+)""")  # key=value, the value maybe quoted

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything fedssl needs on a fresh Debian/Ubuntu machine: Debian packages (the
-# Fashion-MNIST data set, Python venv), a virtual environment in .venv with the CPU build of
+# Fashion-MNIST data set, Python venv, espeak-ng and sox for audio), a virtual environment in .venv with the CPU build of
 # PyTorch, and the project itself. Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +10,10 @@ SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 need_apt=()
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need_apt+=(dataset-fashion-mnist)
 python3 -c "import venv, ensurepip" 2>/dev/null || need_apt+=(python3-venv)
+# audio: espeak-ng speaks the words of the generated corpus (scripts/make_audio_corpus.py) and sox (for
+# inspecting and converting recordings); the soundfile wheel bundles libsndfile
+command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)
+command -v sox >/dev/null || need_apt+=(sox)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> apt-get install ${need_apt[*]}"
   $SUDO apt-get update -qq

@@ -11,7 +11,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from fedssl.config import RunConfig
-from fedssl.probe import load_probe_tasks
+from fedssl.modality import MODALITIES
 from fedssl.ssl import build_ssl_model
 from fedssl.state import backbone_arrays
 from server_app.evaluation import RoundEvaluator
@@ -58,7 +58,8 @@ def main(grid: Grid, context: Context) -> None:
     outputs = RunOutputs(run_directory(cfg, context.run_id), context.run_id, cfg)
 
     # 1. The starting point: a seeded random backbone, or the last checkpoint of the resumed run.
-    arrays = backbone_arrays(build_ssl_model(cfg.ssl, cfg.model))
+    modality = MODALITIES.get(cfg.data.modality)
+    arrays = backbone_arrays(build_ssl_model(cfg.ssl, cfg.model, backbone=modality.build_backbone(cfg)))
     checkpoint = outputs.load_checkpoint() if cfg.resume else None
     done = 0
     if checkpoint is not None:
@@ -68,8 +69,8 @@ def main(grid: Grid, context: Context) -> None:
         outputs.write_metrics()  # "running" on disk from the start: operators and the supervisor see the run
     log(logging.INFO, "[fedssl] outputs in %s", outputs.root.resolve())
 
-    # 2. The strategy (verifying collapse on images of the first task's gallery) and the per-round probes.
-    tasks = load_probe_tasks(cfg.eval, cfg.model.image_size, seed=cfg.seed)
+    # 2. The strategy (verifying collapse on samples of the first task's gallery) and the per-round probes.
+    tasks = modality.load_tasks(cfg)
     strategy = FedSSL(cfg, arrays, round_offset=done, verifier=CollapseVerifier.from_gallery(cfg, tasks[0].gallery))
     if checkpoint is not None:  # the step guard's norm history and previous global step survive a restart
         strategy.guard.load_state(checkpoint.get("step_guard", {}))

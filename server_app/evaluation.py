@@ -16,8 +16,8 @@ from flwr.app import ArrayRecord, MetricRecord
 from flwr.common.logger import log
 
 from fedssl.config import RunConfig
-from fedssl.models.encoders import build_encoder
-from fedssl.probe import ProbeScores, ProbeTask, calibrate_batchnorm, probe_backbone, probe_pixels
+from fedssl.modality import MODALITIES
+from fedssl.probe import ProbeScores, ProbeTask
 from fedssl.round_record import RoundRecord
 from fedssl.state import strip_prefix, to_torch
 from server_app.outputs import RunOutputs
@@ -44,13 +44,14 @@ class RoundEvaluator:
         self.outputs = outputs
         self.tasks = tasks
         self.observers = observers or []
+        self.modality = MODALITIES.get(cfg.data.modality)
 
     def score(self, arrays: dict[str, np.ndarray], linear: bool, calibrate: bool = False) -> ProbeScores:
-        backbone = build_encoder(self.cfg.model)
+        backbone = self.modality.build_backbone(self.cfg)
         backbone.load_state_dict(strip_prefix(to_torch(arrays)), strict=True)
         if calibrate:  # BatchNorm statistics from the first task's unlabeled gallery
-            calibrate_batchnorm(backbone, self.tasks[0].gallery, self.cfg.model)
-        return probe_backbone(backbone, self.tasks, self.cfg.model, self.cfg.eval, linear=linear)
+            self.modality.calibrate(backbone, self.tasks[0].gallery, self.cfg)
+        return self.modality.probe(backbone, self.tasks, self.cfg, linear)
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
         np_arrays = {k: v.numpy() for k, v in arrays.items()}
@@ -78,8 +79,9 @@ class RoundEvaluator:
         baselines = self.outputs.metrics["baselines"]
         if not baselines:  # a resumed run keeps the ones measured at its start
             details = self.outputs.metrics["baseline_probes"]
-            pixels, random_init = probe_pixels(self.tasks, self.cfg.eval), self.score(initial, linear=True)
-            baselines["raw-pixels"], details["raw-pixels"] = pixels.knn, pixels.as_dict()
+            raw_name = self.modality.raw_baseline  # raw-pixels, raw-log-mel
+            raw, random_init = self.modality.probe_raw(self.tasks, self.cfg, True), self.score(initial, linear=True)
+            baselines[raw_name], details[raw_name] = raw.knn, raw.as_dict()
             baselines["random-init"], details["random-init"] = random_init.knn, random_init.as_dict()
             calibrated = self.score(initial, linear=True, calibrate=True)
             baselines[CALIBRATED], details[CALIBRATED] = calibrated.knn, calibrated.as_dict()

@@ -18,6 +18,7 @@ import torch
 from fedssl.atomic import atomic_write_json
 from fedssl.checkpoint import atomic_torch_save, save_encoder
 from fedssl.config import RunConfig
+from fedssl.modality import MODALITIES
 from fedssl.plot import plot_knn
 from fedssl.round_record import SCHEMA_VERSION, RoundRecord
 from fedssl.state import strip_prefix, to_torch
@@ -106,7 +107,8 @@ class RunOutputs:
     # --- end of run ---------------------------------------------------------
     def save_encoder(self, path: Path, arrays: dict[str, np.ndarray], **extra: Any) -> None:
         save_encoder(path, strip_prefix(to_torch(arrays)), self.cfg.model, run_id=self.metrics["run_id"],
-                     ssl_method=self.cfg.ssl.method, **extra)
+                     ssl_method=self.cfg.ssl.method, **MODALITIES.get(self.cfg.data.modality).checkpoint_meta(self.cfg),
+                     **extra)
 
     def finish(self, arrays: dict[str, np.ndarray]) -> None:
         rounds = self.metrics["rounds"]

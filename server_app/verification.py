@@ -23,11 +23,9 @@ import numpy as np
 import torch
 
 from fedssl import reply
-from fedssl.augment import normalization
 from fedssl.collapse import rankme, z_std
 from fedssl.config import RunConfig
-from fedssl.knn import embed
-from fedssl.models.encoders import build_encoder
+from fedssl.modality import MODALITIES
 from fedssl.state import strip_prefix, to_torch
 from fedssl.train import COLLAPSE_SAMPLE
 from server_app.screening import CLAIMS, COLLAPSE, RejectedUpdate
@@ -47,12 +45,12 @@ class CollapseVerifier:
     """Measures ``z_std`` and RankMe of candidate updates on a fixed server-held batch, and judges claims."""
 
     def __init__(self, cfg: RunConfig, images: np.ndarray) -> None:
-        """``images``: uint8 ``(N, C, H, W)``, the server's own unlabeled probe batch (N >= 2)."""
+        """``images``: the server's own unlabeled probe batch (N >= 2) in ``data.modality``'s layout."""
         if len(images) < 2:
             raise ValueError(f"run config 'filter.probe-size' needs at least 2 probe images, got {len(images)}")
         self.cfg = cfg
         self.images = images
-        self.mean, self.std = normalization(cfg.model.in_channels)
+        self.modality = MODALITIES.get(cfg.data.modality)
 
     @classmethod
     def from_gallery(cls, cfg: RunConfig, gallery: np.ndarray) -> CollapseVerifier | None:
@@ -66,9 +64,9 @@ class CollapseVerifier:
     @torch.no_grad()
     def measure(self, arrays: Mapping[str, np.ndarray]) -> Measured:
         """Embed the probe batch with ``arrays`` (a backbone's entries) in eval mode; every key is read once."""
-        backbone = build_encoder(self.cfg.model)
+        backbone = self.modality.build_backbone(self.cfg)
         backbone.load_state_dict(strip_prefix(to_torch(arrays)), strict=True)
-        z = embed(backbone, self.images, self.mean, self.std, self.cfg.model.in_channels)
+        z = self.modality.embed(backbone, self.images, self.cfg)
         return Measured(z_std(z), rankme(z))
 
     def check(self, arrays: Mapping[str, np.ndarray], metrics: Mapping[str, float]) -> Measured:

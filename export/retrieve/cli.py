@@ -3,6 +3,8 @@
     fedssl-retrieve index --model encoder.onnx --output gallery.npz --images ~/photos
     fedssl-retrieve index --model encoder.onnx --output gallery.npz --fashion-mnist train --limit 10000
     fedssl-retrieve query --model encoder.onnx --index gallery.npz shoe.png more/ -k 5 --format json
+    fedssl-retrieve index --model audio.onnx --output sounds.npz --images ~/recordings   # an audio encoder:
+    fedssl-retrieve query --model audio.onnx --index sounds.npz clip.wav                 # audio files in
 
 Exit status: 0 done; 1 no readable query image; 2 bad arguments, model, index or output path
 (one line saying why); 3 an unexpected error (one line; FEDSSL_DEBUG=1 shows the traceback);
@@ -21,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from export.retrieve.audio import AudioFiles, open_encoder
 from export.retrieve.encoder import ModelError, OnnxEncoder
 from export.retrieve.images import FashionMnistImages, FileImages
 from export.retrieve.index import IndexFileError, ModelMismatchError, RetrievalIndex, embed_source
@@ -87,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _source(args: argparse.Namespace, paths: Sequence[str] | None, encoder: OnnxEncoder):
     if bool(args.fashion_mnist) == bool(paths):
         raise ValueError("give either image paths or --fashion-mnist SPLIT (exactly one of them)")
+    if getattr(encoder, "modality", "image") == "audio":  # an audio encoder: the paths are audio files
+        if args.fashion_mnist:
+            raise ValueError("--fashion-mnist needs an image encoder; this model takes audio")
+        return AudioFiles(paths, encoder.meta.sample_rate, encoder.meta.samples)
     if args.fashion_mnist:
         return FashionMnistImages(args.fashion_mnist, encoder.size, encoder.channels, args.offset, args.limit)
     return FileImages(paths, encoder.size, encoder.channels, args.max_pixels)
@@ -112,7 +119,7 @@ def check_output(path: str) -> None:
 
 def run_index(args: argparse.Namespace) -> int:
     check_output(args.output)
-    encoder = OnnxEncoder(args.model, args.provider, args.threads)
+    encoder = open_encoder(args.model, args.provider, args.threads)
     source = _source(args, args.images, encoder)
     index = RetrievalIndex.build(encoder, source, args.batch_size, False if args.no_progress else None)
     index.save(args.output)
@@ -125,7 +132,7 @@ def run_index(args: argparse.Namespace) -> int:
 
 def run_query(args: argparse.Namespace) -> int:
     index = RetrievalIndex.load(args.index)  # cheap checks first: a bad index fails before the model loads
-    encoder = OnnxEncoder(args.model, args.provider, args.threads)
+    encoder = open_encoder(args.model, args.provider, args.threads)
     index.check_model(encoder)
     source = _source(args, args.images, encoder)
     queries, paths, labels = embed_source(encoder, source, args.batch_size,

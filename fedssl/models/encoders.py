@@ -51,7 +51,7 @@ class SmallCNN(Encoder):
     """
 
     def __init__(self, in_channels: int = 1, embedding_dim: int = 128, width: int = 32, readout: str = "pool",
-                 image_size: int = 28) -> None:
+                 image_size: int = 28, input_hw: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.readout = readout
         layers: list[nn.Module] = [
@@ -68,10 +68,11 @@ class SmallCNN(Encoder):
             self.fc = nn.Linear(8 * width, embedding_dim)
             self.ssl_dim = embedding_dim
         elif readout == "block3":
-            side = image_size // 8
+            height, width_in = input_hw or (image_size, image_size)  # non-square: a spectrogram
+            cells = (height // 8) * (width_in // 8)
             self.features = nn.Sequential(*layers)
-            self.standardize = nn.BatchNorm1d(4 * width * side * side, affine=False)
-            self.ssl_dim = 8 * width * side * side
+            self.standardize = nn.BatchNorm1d(4 * width * cells, affine=False)
+            self.ssl_dim = 8 * width * cells
         else:
             raise ValueError(f"model.readout = {readout!r} is not one of {list(SMALLCNN_READOUTS)}")
 
@@ -124,10 +125,12 @@ ENCODERS.add("smallcnn", lambda cfg: SmallCNN(cfg.in_channels, cfg.embedding_dim
 ENCODERS.add("resnet18", lambda cfg: ResNet18Encoder(cfg.in_channels, cfg.embedding_dim, cfg.small_stem))
 
 
-def build_encoder(cfg: ModelConfig) -> nn.Module:
-    """Build the backbone named by ``cfg.encoder``.
+def build_encoder(cfg: ModelConfig, input_hw: tuple[int, int] | None = None) -> nn.Module:
+    """Build the backbone named by ``cfg.encoder``, for square images or an ``input_hw`` map (a spectrogram).
 
     Raises:
         ValueError: for an unknown encoder name (the message lists ``ENCODERS``).
     """
+    if input_hw is not None and cfg.encoder == "smallcnn":
+        return SmallCNN(cfg.in_channels, cfg.embedding_dim, readout=cfg.readout, input_hw=input_hw)
     return ENCODERS.get(cfg.encoder)(cfg)

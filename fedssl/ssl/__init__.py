@@ -12,6 +12,7 @@ from fedssl.ssl.base import BACKBONE_PREFIX, MomentumTarget, SSLModel
 from fedssl.ssl.byol import BYOL, BYOLLoss
 from fedssl.ssl.moco import MoCo, MoCoLoss
 from fedssl.ssl.rotation import RotationLoss, RotationPrediction
+from fedssl.ssl.segment_order import SegmentOrderLoss, SegmentOrderPrediction
 from fedssl.ssl.simclr import NTXentLoss, SimCLR
 from fedssl.ssl.simsiam import SimSiam, SimSiamLoss
 
@@ -25,6 +26,7 @@ METHODS.add("moco", lambda b, d, ssl: MoCo(b, d, ssl.hidden_dim, ssl.proj_dim, s
                                           ssl.queue_size))
 METHODS.add("simsiam", lambda b, d, ssl: SimSiam(b, d, ssl.hidden_dim, ssl.proj_dim))
 METHODS.add("rotation", lambda b, d, ssl: RotationPrediction(b, d, ssl.hidden_dim))
+METHODS.add("segment-order", lambda b, d, ssl: SegmentOrderPrediction(b, d, ssl.hidden_dim, ssl.segments))
 BYOL_STYLE = ("byol", "simsiam", "moco")  # methods with a predictor or momentum target (FedU/FedEMA apply)
 
 
@@ -42,6 +44,7 @@ def build_ssl_model(ssl: SSLConfig, model: ModelConfig, backbone: nn.Module | No
 
 __all__ = [
     "BACKBONE_PREFIX", "BYOL", "BYOL_STYLE", "METHODS", "BYOLLoss", "BarlowTwins", "BarlowTwinsLoss", "MoCo",
-    "MoCoLoss", "MomentumTarget", "NTXentLoss", "RotationLoss", "RotationPrediction", "SSLBuilder", "SSLModel",
+    "MoCoLoss", "MomentumTarget", "NTXentLoss", "RotationLoss", "RotationPrediction", "SSLBuilder",
+    "SegmentOrderLoss", "SegmentOrderPrediction", "SSLModel",
     "SimCLR", "SimSiam", "SimSiamLoss", "build_ssl_model",
 ]
