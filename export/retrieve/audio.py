@@ -19,9 +19,10 @@ import numpy as np
 import onnxruntime as ort
 
 from export.metadata import sha256_file
-from export.retrieve.encoder import ModelError, OnnxEncoder, _provider_options, choose_providers
-from export.retrieve.images import ImageBatch, Skipped
+from export.retrieve.encoder import ModelError, OnnxEncoder, _provider_options, check_model_path, choose_providers
+from export.retrieve.images import ImageBatch
 from fedssl.data.audio import BadAudioError, list_audio, load_audio
+from fedssl.data.skips import SkipReason, SkipReport
 
 log = logging.getLogger(__name__)
 PREFIX = "fedssl."
@@ -49,9 +50,7 @@ def model_props(path: str | Path) -> dict[str, Any]:
     """
     import onnx
 
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"model {path} does not exist (export one with fedssl-export)")
+    path = check_model_path(path)
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf's DecodeError and friends
@@ -109,12 +108,18 @@ def open_encoder(path: str | Path, provider: str = "auto", threads: int = 0) -> 
     return OnnxEncoder(path, provider, threads)
 
 
+AUDIO_REASONS = {  # fedssl.data.audio's reasons, in the skip report's words
+    "unreadable": SkipReason.CORRUPT, "empty": SkipReason.EMPTY, "too-short": SkipReason.TOO_SHORT,
+    "not-finite": SkipReason.NON_FINITE,
+}
+
+
 class AudioFiles:
     """Audio files to decode: folders (searched recursively; sub-folder names are labels) and single files."""
 
     def __init__(self, inputs: Sequence[str | Path], sample_rate: int, samples: int) -> None:
         self.sample_rate, self.samples = sample_rate, samples
-        self.skipped = Skipped()
+        self.skipped = SkipReport()
         self.entries: list[tuple[Path, str]] = []
         for item in map(Path, inputs):
             if item.is_dir():
@@ -123,7 +128,7 @@ class AudioFiles:
             elif item.is_file():
                 self.entries.append((item, ""))
             else:
-                self.skipped.add(str(item), "no such file")
+                self.skipped.add(str(item), SkipReason.MISSING)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -144,7 +149,7 @@ class AudioFiles:
                 try:
                     waves.append(self.load(path))
                 except BadAudioError as exc:
-                    self.skipped.add(str(path), exc.reason)
+                    self.skipped.add(str(path), AUDIO_REASONS.get(exc.reason, SkipReason.CORRUPT), str(exc))
                     continue
                 paths.append(str(path))
                 labels.append(label)

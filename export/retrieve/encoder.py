@@ -51,6 +51,22 @@ def _provider_options(name: str) -> dict[str, str]:
     return {}
 
 
+def check_model_path(path: str | Path) -> Path:
+    """``path`` as a Path if it is a regular file; never opens anything else (a FIFO would block).
+
+    Raises:
+        ModelError: a folder, a special file, or nothing at all.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ModelError(f"model {path} is a folder, not a model file (give its encoder.onnx)")
+    if path.exists() and not path.is_file():
+        raise ModelError(f"model {path} is not a regular file (never opened)")
+    if not path.is_file():
+        raise ModelError(f"model {path} does not exist (export one with fedssl-export)")
+    return path
+
+
 class OnnxEncoder:
     """Load ``path``, check it is a fedssl encoder, and embed uint8 image batches.
 
@@ -59,13 +75,7 @@ class OnnxEncoder:
     """
 
     def __init__(self, path: str | Path, provider: str = "auto", threads: int = 0) -> None:
-        self.path = Path(path)
-        if self.path.is_dir():
-            raise ModelError(f"model {self.path} is a folder, not a model file (give its encoder.onnx)")
-        if self.path.exists() and not self.path.is_file():
-            raise ModelError(f"model {self.path} is not a regular file (never opened)")
-        if not self.path.is_file():
-            raise ModelError(f"model {self.path} does not exist (export one with fedssl-export)")
+        self.path = check_model_path(path)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only
         if threads:
