@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 MODES = ("", "collapse", "nan", "scale")
+SPLIT_MODES = ("split-drop",)  # split mode only (client_app/split.py): full-mode training ignores them
 
 
 @torch.no_grad()
@@ -44,5 +45,5 @@ def corrupt(backbone: nn.Module, mode: str) -> None:
     elif mode == "scale":
         for p in backbone.parameters():
             p.mul_(100.0)
-    elif mode:
-        raise ValueError(f"node config 'misbehave' = {mode!r} is not one of {list(MODES)}")
+    elif mode and mode not in SPLIT_MODES:
+        raise ValueError(f"node config 'misbehave' = {mode!r} is not one of {list(MODES + SPLIT_MODES)}")
