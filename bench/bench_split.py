@@ -50,8 +50,9 @@ SIZES = {  # images per device = steps * local_batch = rounds * local_steps * ba
     "quick": {"devices": 4, "steps": 4, "local_batch": 4, "sync": 2, "rounds": 2, "local_steps": 1, "batch": 8,
               "gallery": 200, "queries": 50},
 }
-COMMON = {"ssl.method": "moco", "ssl.queue-size": 1024, "split.queue-size": 1024, "data.partition": "classes-per-client",
-          "data.classes-per-client": 2, "train.lr": 0.002, "train.schedule": "cosine"}
+COMMON = {"ssl.method": "moco", "ssl.queue-size": 1024, "split.queue-size": 1024,
+          "data.partition": "classes-per-client", "data.classes-per-client": 2, "train.lr": 0.002,
+          "train.schedule": "cosine"}
 
 
 def _config(size: dict[str, Any], **extra: Any) -> RunConfig:
@@ -128,7 +129,8 @@ def run_fedavg(size: dict[str, Any]) -> dict[str, Any]:
             losses.append(res.loss)
         global_arrays = rule(updates, [1.0] * len(updates), [0.0] * len(updates), global_arrays)
     return {"cell": "fedavg-moco (full local training)", "knn_top1": _knn(cfg, global_arrays, size),
-            "loss_first": float(np.mean(losses[:size["devices"]])), "loss_last": float(np.mean(losses[-size["devices"]:])),
+            "loss_first": float(np.mean(losses[:size["devices"]])),
+            "loss_last": float(np.mean(losses[-size["devices"]:])),
             "images_per_device": size["rounds"] * size["local_steps"] * size["batch"],
             "seconds": time.perf_counter() - started}
 

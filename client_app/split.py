@@ -55,7 +55,7 @@ def split_backward(msg: Message, context: Context) -> Message:
     device = _device(cfg, context)
     optimizer = device.optimizer(cfg.train, _optimizer_state(context))
     views = _views(cfg, msg, context)
-    grad = to_torch({"g": msg.content[p.GRADIENT][p.ONLINE_ACTS].numpy()})["g"]
+    grad = to_torch({"g": msg.content[p.GRADIENT][p.ONLINE_ACTS].numpy()})["g"] / float(config.get(p.GRAD_SCALE, 1.0))
     # Recompute the forward pass, back-propagate the server's slice, step, follow with the momentum stem.
     device.backward_step(views, grad, optimizer, float(config[p.LR]))
     context.state[p.DEVICE_STATE] = _record(to_numpy(device.transport_state()))

@@ -150,8 +150,10 @@ class SplitTrainer:
                                         time.perf_counter() - started, self.server.queue_fill))
             return []
         result = self.server.step(batches, lr)
-        grads = {node: _record(to_numpy({p.ONLINE_ACTS: g}, self.cfg.transport_dtype))
+        scale = float(2 * result.images)  # the gradient of the summed loss: O(1) values, safe in float16
+        grads = {node: _record(to_numpy({p.ONLINE_ACTS: g * scale}, self.cfg.transport_dtype))
                  for node, g in result.gradients.items()}
+        config = ConfigRecord({**config, p.GRAD_SCALE: scale})
         down += sum(g.count_bytes() for g in grads.values())
         backward = [_message(node, f"train.{p.BACKWARD}", {p.CONFIG: config, p.GRADIENT: g})
                     for node, g in grads.items()]

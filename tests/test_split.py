@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 
 import numpy as np
 import pytest
@@ -185,3 +186,21 @@ def test_bad_split_settings_are_refused_before_training(flat, words):
         RunConfig.from_flat(flat)
     for word in words:
         assert word in str(err.value)
+
+
+def test_a_restored_server_takes_the_same_next_step_as_the_one_it_was_saved_from():
+    devices, views = _devices(2), _views([3, 3])
+    server = _server(sharing=False)
+    batches = [DeviceActivations(i, *d.activations(v)) for i, (d, v) in enumerate(zip(devices, views, strict=True))]
+    server.step(batches, lr=0.1)
+    restored = _server(sharing=False)
+    buffer = io.BytesIO()
+    torch.save(server.checkpoint(), buffer)  # through bytes, as checkpoint.pt
+    restored.restore(torch.load(io.BytesIO(buffer.getvalue()), weights_only=False))
+    assert set(restored.queues) == {0, 1} and restored.queues[0].filled == 6
+    a, b = server.step(batches, lr=0.1), restored.step(batches, lr=0.1)
+    assert a.loss == b.loss
+    for i in (0, 1):
+        assert torch.equal(a.gradients[i], b.gradients[i])
+    for p, q in zip(server.state_dict().values(), restored.state_dict().values(), strict=True):
+        assert torch.equal(p, q)

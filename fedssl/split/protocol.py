@@ -21,6 +21,7 @@ MOMENTUM_ACTS = "momentum"
 STEP = "step"  # the server step (0-based)
 SEED = "seed"  # the device's batch and views for this step derive from it
 LR = "lr"
+GRAD_SCALE = "grad-scale"  # the gradient travels multiplied by this (float16 would flush small values to 0)
 
 # Metric keys of a sync reply (every one present, as in fedssl/reply.py).
 NUM_EXAMPLES = "num-examples"  # images this device stepped on since it received the stems
