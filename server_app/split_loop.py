@@ -103,13 +103,14 @@ class SplitTrainer:
         period = self.done // s.sync_period
         cohort = self._sample(period)
         fresh = set(cohort)  # devices still to receive this period's stems
+        before = self.done
         for i in range(min(s.sync_period, s.steps - self.done)):
             if not cohort:
                 break
             lr = learning_rate(self.cfg.train, RoundPosition(period + 1, math.ceil(s.steps / s.sync_period)),
                                i, s.sync_period)
             cohort = self._step(cohort, fresh, lr)
-        self._empty = 0 if self.steps and self.steps[-1].devices else self._empty + 1
+        self._empty = 0 if self.done > before else self._empty + 1
         if self._empty >= EMPTY_PERIODS:
             raise RuntimeError(f"no device completed a split step in {EMPTY_PERIODS} sync periods in a row")
         self._sync([n for n in cohort if n not in fresh])
