@@ -18,6 +18,7 @@ amortised; FedAvg: the backbone down and up once per round).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ from bench.results import goal, write_result
 from fedssl.config import EvalConfig, RunConfig
 from fedssl.data.fashion_mnist import fashion_mnist_shard
 from fedssl.models.encoders import build_encoder
-from fedssl.probe import load_probe_tasks, probe_backbone
+from fedssl.probe import load_probe_tasks, probe_backbone, probe_pixels
 from fedssl.split.build import build_split, encoder_arrays
 from fedssl.split.device import SplitDevice, step_views
 from fedssl.split.server import DeviceActivations
@@ -52,7 +53,7 @@ SIZES = {  # images per device = steps * local_batch = rounds * local_steps * ba
 }
 COMMON = {"ssl.method": "moco", "ssl.queue-size": 1024, "split.queue-size": 1024,
           "data.partition": "classes-per-client", "data.classes-per-client": 2, "train.lr": 0.002,
-          "train.schedule": "cosine"}
+          "train.schedule": "cosine", "seed": int(os.environ.get("BENCH_SEED", "0"))}
 
 
 def _config(size: dict[str, Any], **extra: Any) -> RunConfig:
@@ -66,12 +67,25 @@ def _shards(cfg: RunConfig, n: int) -> list[np.ndarray]:
                                 classes_per_client=cfg.data.classes_per_client, seed=cfg.seed) for i in range(n)]
 
 
+def _probe(size: dict[str, Any], image_size: int, seed: int) -> tuple[EvalConfig, list]:
+    eval_cfg = EvalConfig(tasks=("fashion-mnist",), gallery_size=size["gallery"], query_size=size["queries"])
+    return eval_cfg, load_probe_tasks(eval_cfg, image_size, seed=seed)
+
+
 def _knn(cfg: RunConfig, arrays: dict[str, np.ndarray], size: dict[str, Any]) -> float:
     encoder = build_encoder(cfg.model)
     encoder.load_state_dict(strip_prefix(to_torch(arrays)), strict=True)
-    eval_cfg = EvalConfig(tasks=("fashion-mnist",), gallery_size=size["gallery"], query_size=size["queries"])
-    tasks = load_probe_tasks(eval_cfg, cfg.model.image_size, seed=cfg.seed)
+    eval_cfg, tasks = _probe(size, cfg.model.image_size, cfg.seed)
     return probe_backbone(encoder, tasks, cfg.model, eval_cfg, linear=False).knn["fashion-mnist"]
+
+
+def baselines(size: dict[str, Any]) -> list[dict[str, Any]]:
+    """The same probe on raw pixels and on the random-init encoder every cell starts from."""
+    cfg = _config(size)
+    eval_cfg, tasks = _probe(size, cfg.model.image_size, cfg.seed)
+    stems, server = build_split(cfg)
+    return [{"cell": "raw pixels", "knn_top1": probe_pixels(tasks, eval_cfg, linear=False).knn["fashion-mnist"]},
+            {"cell": "random-init encoder", "knn_top1": _knn(cfg, encoder_arrays(stems, server), size)}]
 
 
 def run_split(size: dict[str, Any], sharing: bool) -> dict[str, Any]:
@@ -195,9 +209,10 @@ def device_cost(size: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(quick: bool) -> dict[str, Any]:
+    logging.getLogger("fedssl.data.partition").setLevel(logging.ERROR)  # "class k is held by no client", per shard
     size = SIZES["quick" if quick else "full"]
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
-    cells = [run_split(size, sharing=True), run_split(size, sharing=False), run_fedavg(size)]
+    cells = [run_split(size, sharing=True), run_split(size, sharing=False), run_fedavg(size), *baselines(size)]
     cost = device_cost(size)
     best_split = max(cells[0]["knn_top1"], cells[1]["knn_top1"])
     return {
@@ -219,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     machine, started = describe(), time.perf_counter()
     body = run(args.quick)
-    path = (RESULTS / "quick" if args.quick else RESULTS) / f"{NAME}.json"
+    seed = os.environ.get("BENCH_SEED", "0")
+    name = f"{NAME}.json" if seed == "0" else f"{NAME}-seed{seed}.json"
+    path = (RESULTS / "quick" if args.quick else RESULTS) / name
     write_result(path, {"benchmark": NAME, "quick": args.quick, "machine": machine,
                         "seconds": time.perf_counter() - started, "load_avg_end": round(os.getloadavg()[0], 2), **body})
     print(path)
