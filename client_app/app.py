@@ -14,6 +14,7 @@ from flwr.clientapp import ClientApp
 
 from client_app.data import node_data
 from client_app.misbehave import LYING, corrupt, falsify
+from client_app.split import register as register_split
 from fedssl import reply
 from fedssl.config import RunConfig
 from fedssl.device_merge import fedema, fedema_scale, fedu
@@ -25,6 +26,7 @@ from fedssl.train import RoundPosition, collapse_check, train_local
 
 log = logging.getLogger(__name__)
 app = ClientApp()
+register_split(app)  # mode = "split": train.split_forward, train.split_backward, query.split_sync
 LOCAL_BACKBONE = "fedssl-local-backbone"  # this device's backbone after its last round (FedU/FedEMA)
 MERGE_STATE = "fedssl-merge"
 PhaseTimer = Callable[[str], AbstractContextManager[object]]  # name -> a context that times the phase

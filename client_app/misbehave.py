@@ -19,6 +19,7 @@ from torch import nn
 from fedssl import reply
 
 MODES = ("", "collapse", "nan", "scale", "inflate", "pretend")
+SPLIT_MODES = ("split-drop",)  # split mode only (client_app/split.py): full-mode training ignores them
 LYING = ("inflate", "pretend")  # modes whose metrics are false
 INFLATED_EXAMPLES = 1e12
 
@@ -63,8 +64,8 @@ def corrupt(backbone: nn.Module, mode: str) -> None:
     elif mode == "scale":
         for p in backbone.parameters():
             p.mul_(100.0)
-    elif mode not in MODES:
-        raise ValueError(f"node config 'misbehave' = {mode!r} is not one of {list(MODES)}")
+    elif mode and mode not in MODES + SPLIT_MODES:
+        raise ValueError(f"node config 'misbehave' = {mode!r} is not one of {list(MODES + SPLIT_MODES)}")
 
 
 def falsify(metrics: Mapping[str, float], mode: str, honest: tuple[float, float]) -> dict[str, float]:

@@ -154,7 +154,22 @@ class FilterConfig:
 
 
 @dataclass(frozen=True)
+class SplitConfig:
+    """``mode = "split"`` (MocoSFL): the device trains a stem, the server the trunk and one MoCo queue."""
+
+    cut: int = 1  # encoder blocks that run on the device (fedssl.split.cut.SPLIT_POINTS)
+    local_batch: int = 16  # images per device per step; the server concatenates every device's batch
+    sync_period: int = 10  # steps between two averagings of the device stems (one cohort per period)
+    feature_sharing: bool = True  # one queue of keys shared by all devices; false: one queue per device
+    steps: int = 100  # server steps in the run
+    queue_size: int = 4096
+    eval_every: int = 50  # steps between probes (a multiple of sync-period: the stems are averaged then)
+    step_timeout: float = 120.0  # seconds to wait for a step's replies; a vanished device costs at most this
+
+
+@dataclass(frozen=True)
 class RunConfig:
+    mode: str = "full"  # fedssl.registry.MODES: "full" (every device trains the whole backbone) or "split"
     num_rounds: int = 12
     fraction_train: float = 0.2
     min_train_nodes: int = 2
@@ -175,6 +190,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
 
     @classmethod
     def from_flat(cls, flat: Mapping[str, Any]) -> RunConfig:
@@ -186,7 +202,7 @@ class RunConfig:
         return _flatten(self, prefix="")
 
 
-_GROUP_KEYS = {"model", "ssl", "train", "data", "audio", "eval", "aggregation", "filter"}
+_GROUP_KEYS = {"model", "ssl", "train", "data", "audio", "eval", "aggregation", "filter", "split"}
 
 
 def _key(prefix: str, name: str) -> str:
@@ -353,4 +369,31 @@ def _validate(cfg: RunConfig) -> RunConfig:
     _in_range("filter.clip-ratio", cfg.filter.clip_ratio, 0.0)
     _in_range("filter.norm-history", cfg.filter.norm_history, 1, 1000)
     _in_range("filter.min-cosine", cfg.filter.min_cosine, -1.0, 1.0)
+    _validate_split(cfg)
     return cfg
+
+
+def _validate_split(cfg: RunConfig) -> None:
+    from fedssl.registry import MODES
+    from fedssl.split.cut import SPLIT_POINTS
+
+    MODES.check(cfg.mode)
+    s = cfg.split
+    _in_range("split.local-batch", s.local_batch, 1)
+    _in_range("split.sync-period", s.sync_period, 1)
+    _in_range("split.steps", s.steps, 1)
+    _in_range("split.queue-size", s.queue_size, 1)
+    _in_range("split.eval-every", s.eval_every, 1)
+    _in_range("split.step-timeout", s.step_timeout, 1.0)
+    if cfg.mode != "split":
+        return
+    SPLIT_POINTS.get(cfg.model.encoder).check(cfg.model, s.cut)
+    if s.eval_every % s.sync_period:
+        raise ValueError(f"run config 'split.eval-every' = {s.eval_every} must be a multiple of "
+                         f"'split.sync-period' = {s.sync_period} (the whole encoder exists after a sync)")
+    if cfg.ssl.method != "moco":
+        raise ValueError(f"run config 'mode' = 'split' trains MoCo (MocoSFL); 'ssl.method' = {cfg.ssl.method!r} "
+                         "must be 'moco'")
+    if cfg.data.modality != "image":
+        raise ValueError(f"run config 'mode' = 'split' cuts image encoders; 'data.modality' = "
+                         f"{cfg.data.modality!r} must be 'image'")

@@ -80,3 +80,9 @@ class Registry(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.key!r}, {list(self._entries)})"
+
+
+# run-config "mode": how the encoder is trained; the ServerApp dispatches on it.
+MODES: Registry[str] = Registry("mode")
+MODES.add("full", "every sampled device trains the whole backbone locally; the server averages (FedAvg family)")
+MODES.add("split", "MocoSFL: devices train a small stem, the server the trunk with one MoCo queue")

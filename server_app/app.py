@@ -17,6 +17,7 @@ from fedssl.state import backbone_arrays
 from server_app.evaluation import RoundEvaluator
 from server_app.metrics_exporter import MetricsExporter
 from server_app.outputs import CHECKPOINT, RunOutputs
+from server_app.split_loop import SplitTrainer, run_split
 from server_app.strategy import FedSSL
 from server_app.verification import CollapseVerifier
 
@@ -56,6 +57,10 @@ def main(grid: Grid, context: Context) -> None:
     cfg = RunConfig.from_flat(context.run_config)
     torch.manual_seed(cfg.seed)
     outputs = RunOutputs(run_directory(cfg, context.run_id), context.run_id, cfg)
+    if cfg.mode == "split":  # MocoSFL: stems on the devices, trunk and queue here (server_app/split_loop.py)
+        run_split(grid, cfg, outputs, lambda trainer: _observers(cfg, trainer, context.run_id))
+        log(logging.INFO, "[fedssl] finished: %s", outputs.root / "encoder.pt")
+        return
 
     # 1. The starting point: a seeded random backbone, or the last checkpoint of the resumed run.
     modality = MODALITIES.get(cfg.data.modality)
@@ -91,7 +96,7 @@ def main(grid: Grid, context: Context) -> None:
     log(logging.INFO, "[fedssl] best model per task (best/<task>.pt) from %s", outputs.best_summary())
 
 
-def _observers(cfg: RunConfig, strategy: FedSSL, run_id: int) -> list:
+def _observers(cfg: RunConfig, strategy: FedSSL | SplitTrainer, run_id: int) -> list:
     """Listeners told about each finished round (the Prometheus exporter when a port is set)."""
     if not cfg.metrics_port:
         return []

@@ -38,8 +38,9 @@ class RoundEvaluator:
     """``evaluate_fn`` for ``Strategy.start``: scores the global backbone and closes the round's record."""
 
     def __init__(self, cfg: RunConfig, strategy: FedSSL, outputs: RunOutputs, tasks: list[ProbeTask],
-                 observers: list[RoundObserver] | None = None) -> None:
+                 observers: list[RoundObserver] | None = None, total: int | None = None) -> None:
         self.cfg = cfg
+        self.total = total or cfg.num_rounds  # rounds (full mode) or steps (split mode) in the run
         self.strategy = strategy
         self.outputs = outputs
         self.tasks = tasks
@@ -59,7 +60,7 @@ class RoundEvaluator:
             return self._baselines(np_arrays)
         started = time.perf_counter()
         trained = self.strategy.round_record(server_round)
-        last = trained.round >= self.cfg.num_rounds
+        last = trained.round >= self.total
         probes = self.score(np_arrays, linear=last)  # the linear probe costs seconds: final round only
         record = trained.evaluated(probes.knn, probes.knn_report, probes.linear,
                                    eval_seconds=time.perf_counter() - started,
@@ -68,7 +69,7 @@ class RoundEvaluator:
         improved = self.outputs.record_round(record, np_arrays, self.strategy.state())
         knn = "  ".join(f"{t}={s:.4f}{'*' if t in improved else ''}" for t, s in record.knn.items())
         log(logging.INFO, "[fedssl] round %d/%d  loss=%.4f  clients %d/%d accepted (%d excluded, %d failed)  "
-            "kNN %s  %.1fs", record.round, self.cfg.num_rounds, record.loss, record.accepted,
+            "kNN %s  %.1fs", record.round, self.total, record.loss, record.accepted,
             record.sampled, len(record.excluded), record.failed, knn, record.seconds)
         for observer in self.observers:
             observer.observe_round(record, best=self.outputs.metrics["best"],

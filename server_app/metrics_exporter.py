@@ -73,12 +73,14 @@ class MetricsExporter:
         self._define(self.registry)
         self.run_info.info({"run_id": str(run_id), "ssl_method": cfg.ssl.method, "encoder": cfg.model.encoder,
                             "aggregation": cfg.aggregation.rule, "client_update": cfg.client_update})
-        self.rounds_planned.set(cfg.num_rounds)
+        self.planned = cfg.split.steps if cfg.mode == "split" else cfg.num_rounds  # split: a "round" is a step
+        self.rounds_planned.set(self.planned)
         self.round.set(round_offset)
         self.last_round_time.set(time.time())  # the run's start until round 1 ends
         for gauge in (self.round_seconds, self.aggregation_seconds, self.evaluation_seconds, self.nodes_available,
                       self.nodes_sampled, self.round_replies, self.round_failed, self.round_accepted, self.loss,
-                      self.examples, self.received_bytes):
+                      self.examples, self.received_bytes, self.split_steps_per_s, self.split_queue_fill,
+                      self.split_devices, self.split_bytes.labels("up"), self.split_bytes.labels("down")):
             gauge.set(math.nan)  # no round yet: a gap on the dashboard, not a misleading 0
         for reason in REASONS:  # every reason exists from the start: increase() sees the first exclusion
             self.excluded_total.labels(reason)
@@ -152,6 +154,14 @@ class MetricsExporter:
                                        ["device"], registry=r)
         self.device_excluded = Counter("fedssl_device_excluded", "Replies of the device excluded, by reason",
                                        ["device", "reason"], registry=r)
+        self.split_steps_per_s = Gauge("fedssl_split_steps_per_second",
+                                       "Split mode: server steps per second over the last window", registry=r)
+        self.split_bytes = Gauge("fedssl_split_bytes_per_step", "Split mode: mean bytes per step over the last "
+                                 "window (up: activations; down: gradients and stems)", ["direction"], registry=r)
+        self.split_queue_fill = Gauge("fedssl_split_queue_fill", "Split mode: fraction of the MoCo queue holding "
+                                      "real keys", registry=r)
+        self.split_devices = Gauge("fedssl_split_devices_per_step", "Split mode: mean devices whose activations "
+                                   "entered a step over the last window", registry=r)
         self.devices_unlabelled = Counter("fedssl_device_replies_unlabelled",
                                           "Replies from devices beyond the device label cap", registry=r)
 
@@ -184,8 +194,16 @@ class MetricsExporter:
         self.last_round_time.set(time.time())
         self.rounds_total.inc()
         self.round.set(record.round)
-        if record.round >= self.cfg.num_rounds:
+        if record.round >= self.planned:
             self.linger()
+
+    def observe_split(self, window: Mapping[str, float]) -> None:
+        """Record a split-mode window (``server_app/split_loop.py``: ``SplitTrainer.window``)."""
+        self.split_steps_per_s.set(window["steps_per_s"])
+        self.split_bytes.labels("up").set(window["bytes_up_per_step"])
+        self.split_bytes.labels("down").set(window["bytes_down_per_step"])
+        self.split_queue_fill.set(window["queue_fill"])
+        self.split_devices.set(window["devices_per_step"])
 
     def _observe_knn(self, record: RoundRecord, best: Mapping[str, Mapping[str, float]],
                      baselines: Mapping[str, Mapping[str, float]]) -> None:

@@ -125,6 +125,21 @@ def test_exporter_counts_rounds_replies_and_exclusions_by_reason():
                                     ("run_id", "42"), ("ssl_method", "simclr")))] == 1
 
 
+def test_split_mode_plans_steps_and_exports_each_window():
+    cfg = RunConfig.from_flat({"mode": "split", "ssl.method": "moco", "split.steps": 40, "split.eval-every": 20})
+    ex = MetricsExporter(cfg, 42, lambda: {"w": np.ones(2, np.float32)}, linger_s=0)
+    assert math.isnan(scrape(ex)[("fedssl_split_queue_fill", ())])  # no window yet: a gap
+    ex.observe_round(round_entry(20, [client(1, 0)], []), best={}, baselines={})
+    ex.observe_split({"steps_per_s": 0.5, "bytes_up_per_step": 800.0, "bytes_down_per_step": 300.0,
+                      "queue_fill": 0.25, "devices_per_step": 3.5})
+    got = scrape(ex)
+    assert got[("fedssl_rounds_planned", ())] == 40 and got[("fedssl_round", ())] == 20
+    assert got[("fedssl_split_bytes_per_step", (("direction", "up"),))] == 800.0
+    assert got[("fedssl_split_bytes_per_step", (("direction", "down"),))] == 300.0
+    assert (got[("fedssl_split_steps_per_second", ())], got[("fedssl_split_queue_fill", ())],
+            got[("fedssl_split_devices_per_step", ())]) == (0.5, 0.25, 3.5)
+
+
 def test_before_round_one_per_round_gauges_are_gaps_not_zeros():
     got = scrape(exporter())
     assert math.isnan(got[("fedssl_round_loss", ())])

@@ -201,8 +201,23 @@ def devices() -> list:
     ]
 
 
+def split() -> list:
+    return [
+        series("Split steps per second", "mode = split: server steps per second over the last evaluation window "
+               "(two message round trips to every device per step).", "none",
+               query(f"fedssl_split_steps_per_second{{{RUN}}}", "steps/s"), width=6),
+        series("Split bytes per step", "mode = split: mean bytes per step; up: the devices' activations, down: "
+               "gradient slices and the stems at a period's start.", "bytes",
+               query(f"fedssl_split_bytes_per_step{{{RUN}}}", "{{direction}}"), width=6),
+        series("Split queue fill", "mode = split: fraction of the server's MoCo queue holding real keys.",
+               "percentunit", query(f"fedssl_split_queue_fill{{{RUN}}}", "fill"), width=6),
+        series("Split devices per step", "mode = split: mean devices whose activations entered a step.", "none",
+               query(f"fedssl_split_devices_per_step{{{RUN}}}", "devices"), width=6),
+    ]
+
+
 ROWS = (("Run progress", progress), ("Fleet", fleet), ("Learning", learning),
-        ("Representation collapse", collapse), ("Devices", devices))
+        ("Representation collapse", collapse), ("Devices", devices), ("Split learning (mode = split)", split))
 
 
 def build() -> dict:
