@@ -6,9 +6,11 @@ images (``filter.probe-size`` images of the first probe task's gallery: never a 
 ``z_std`` and RankMe, measured here, must clear the collapse floors; and the figures the device reported
 (on its own images) must agree with them within ``filter.claim-tolerance``:
 
-    max(r, m) / min(r, m) <= tolerance   for z_std, and for RankMe / min(sample size, dim) on each side,
+    r / m <= tolerance   for z_std, and for RankMe / min(sample size, dim) on each side,
 
-with ``r`` reported and ``m`` measured, both floored at 1e-3. Devices measure on their own non-IID images, the
+with ``r`` reported and ``m`` measured, both floored at 1e-3: over-claiming is rejected, under-claiming is
+not (RankMe is bounded by the sample size, and a device with a few samples reports less than the
+server's batch shows; the reported floors catch a low report on their own). Devices measure on their own non-IID images, the
 server on a mixed batch, so honest figures differ: 20 honest replies (10 Dirichlet-0.5 clients, 2 rounds)
 were within x1.18 in ``bench/bench_attacks.py`` (``honest.claim_ratios``), 3 tiny-run clients within x1.05;
 the default tolerance (4) leaves room for devices whose images are all of one kind.
@@ -88,7 +90,10 @@ class CollapseVerifier:
                      "rankme/max": (metrics[reply.RANKME] / min(COLLAPSE_SAMPLE, dim),
                                     got.rankme / min(len(self.images), dim))}
             for name, (reported, measured) in pairs.items():
-                if claim_ratio(reported, measured) > f.claim_tolerance:
+                # Only a claim above what the server measures is a lie that matters (a collapsed model
+                # dressed as healthy); a device with few samples (a few audio clips) reports a lower
+                # RankMe than the server's larger batch shows, and the floors judge low reports anyway.
+                if reported > measured and claim_ratio(reported, measured) > f.claim_tolerance:
                     raise RejectedUpdate(CLAIMS, f"{name} reported {reported:.3f}, measured {measured:.3f} "
                                                  f"(tolerance x{f.claim_tolerance:g})")
         return got
