@@ -51,6 +51,16 @@ class ArrayLike(Protocol):
     def numpy(self) -> np.ndarray: ...
 
 
+def check_keys(got: Mapping[str, object], reference: Mapping[str, np.ndarray]) -> None:
+    """Exactly the reference's keys; the first problem raises :class:`RejectedUpdate`."""
+    missing = sorted(set(reference) - set(got))
+    if missing:
+        raise RejectedUpdate(MISSING_KEYS, f"{len(missing)} missing, e.g. {missing[:3]}")
+    extra = sorted(set(got) - set(reference))
+    if extra:
+        raise RejectedUpdate(EXTRA_KEYS, f"{len(extra)} unexpected, e.g. {extra[:3]}")
+
+
 def check_metadata(record: Mapping[str, ArrayLike], reference: Mapping[str, np.ndarray],
                    float_dtype: str = "float32") -> None:
     """Keys, shapes, exact dtypes and byte sizes from the arrays' metadata, before any byte is decoded.
@@ -61,12 +71,7 @@ def check_metadata(record: Mapping[str, ArrayLike], reference: Mapping[str, np.n
     Raises:
         RejectedUpdate: with the first problem found.
     """
-    missing = sorted(set(reference) - set(record))
-    if missing:
-        raise RejectedUpdate(MISSING_KEYS, f"{len(missing)} missing, e.g. {missing[:3]}")
-    extra = sorted(set(record) - set(reference))
-    if extra:
-        raise RejectedUpdate(EXTRA_KEYS, f"{len(extra)} unexpected, e.g. {extra[:3]}")
+    check_keys(record, reference)
     for key, ref in reference.items():
         array = record[key]
         if tuple(array.shape) != ref.shape:
@@ -136,12 +141,7 @@ def check_structure(arrays: Mapping[str, np.ndarray], reference: Mapping[str, np
     Raises:
         RejectedUpdate: with the first problem found.
     """
-    missing = sorted(set(reference) - set(arrays))
-    if missing:
-        raise RejectedUpdate(MISSING_KEYS, f"{len(missing)} missing, e.g. {missing[:3]}")
-    extra = sorted(set(arrays) - set(reference))
-    if extra:
-        raise RejectedUpdate(EXTRA_KEYS, f"{len(extra)} unexpected, e.g. {extra[:3]}")
+    check_keys(arrays, reference)
     squared = 0.0
     for key, ref in reference.items():
         value = arrays[key]

@@ -10,10 +10,11 @@ images (``filter.probe-size`` images of the first probe task's gallery: never a 
 
 with ``r`` reported and ``m`` measured, both floored at 1e-3: over-claiming is rejected, under-claiming is
 not (RankMe is bounded by the sample size, and a device with a few samples reports less than the
-server's batch shows; the reported floors catch a low report on their own). Devices measure on their own non-IID images, the
-server on a mixed batch, so honest figures differ: 20 honest replies (10 Dirichlet-0.5 clients, 2 rounds)
-were within x1.18 in ``bench/bench_attacks.py`` (``honest.claim_ratios``), 3 tiny-run clients within x1.05;
-the default tolerance (4) leaves room for devices whose images are all of one kind.
+server's batch shows; the reported floors catch a low report on their own). Devices measure on their
+own non-IID images, the server on a mixed batch, so honest figures differ: 20 honest replies
+(10 Dirichlet-0.5 clients, 2 rounds) were within x1.18 in ``bench/bench_attacks.py``
+(``honest.claim_ratios``), 3 tiny-run clients within x1.05; the default tolerance (4) leaves room for
+devices whose images are all of one kind.
 """
 
 from __future__ import annotations
