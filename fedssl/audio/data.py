@@ -12,6 +12,7 @@ import numpy as np
 from fedssl.config import AudioConfig, RunConfig
 from fedssl.data.audio import load_audio_folder, load_clips
 from fedssl.data.audio_corpus import Clip, read_manifest
+from fedssl.data.partition import node_partition
 
 
 @dataclass(frozen=True)
@@ -73,12 +74,7 @@ def node_audio(cfg: RunConfig, node_config: Mapping[str, object]) -> np.ndarray:
     a = cfg.audio
     if data_dir:
         return _folder(data_dir, a.sample_rate, a.clip_seconds, a.min_seconds)
-    if "partition-id" not in node_config or "num-partitions" not in node_config:
-        raise ValueError("node config needs 'data-dir' (a folder of audio files) or "
-                         "'partition-id' and 'num-partitions' (a shard of the generated audio corpus)")
-    pid, n = int(node_config["partition-id"]), int(node_config["num-partitions"])
-    if not 0 <= pid < n:
-        raise ValueError(f"node config 'partition-id' = {pid} is out of range [0, {n - 1}]")
+    pid, n = node_partition(node_config, "a folder of audio files", "a shard of the generated audio corpus")
     return corpus_shard(cfg, pid, n)
 
 

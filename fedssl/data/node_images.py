@@ -11,6 +11,7 @@ from fedssl.config import RunConfig
 from fedssl.data.decode import DEFAULT_MAX_PIXELS
 from fedssl.data.fashion_mnist import fashion_mnist_shard
 from fedssl.data.image_folder import load_image_folder
+from fedssl.data.partition import node_partition
 
 
 def node_images(cfg: RunConfig, node_config: Mapping[str, object]) -> np.ndarray:
@@ -26,12 +27,7 @@ def node_images(cfg: RunConfig, node_config: Mapping[str, object]) -> np.ndarray
     data_dir = str(node_config.get("data-dir", "") or "")
     if data_dir:
         return _folder(data_dir, cfg.model.image_size, cfg.model.in_channels, _max_pixels(node_config))
-    if "partition-id" not in node_config or "num-partitions" not in node_config:
-        raise ValueError("node config needs 'data-dir' (a folder of images) or "
-                         "'partition-id' and 'num-partitions' (a Fashion-MNIST shard)")
-    pid, n = int(node_config["partition-id"]), int(node_config["num-partitions"])
-    if not 0 <= pid < n:
-        raise ValueError(f"node config 'partition-id' = {pid} is out of range [0, {n - 1}]")
+    pid, n = node_partition(node_config, "a folder of images", "a Fashion-MNIST shard")
     return _shard(pid, n, cfg.data.partition, cfg.data.alpha, cfg.data.classes_per_client, cfg.seed)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -86,3 +86,20 @@ def partition(labels: np.ndarray, num_partitions: int, scheme: str, *, alpha: fl
     if num_partitions < 1:
         raise ValueError(f"num-partitions = {num_partitions} must be >= 1")
     return partitioner(labels, num_partitions, alpha=alpha, classes_per_client=classes_per_client, seed=seed)
+
+
+def node_partition(node_config: Mapping[str, object], folder: str, shard: str) -> tuple[int, int]:
+    """``(partition-id, num-partitions)`` of a simulated node, for nodes without a ``data-dir``.
+
+    ``folder`` and ``shard`` name, for the error message, what ``data-dir`` and a partition would hold.
+
+    Raises:
+        ValueError: if either key is missing or the id is out of range.
+    """
+    if "partition-id" not in node_config or "num-partitions" not in node_config:
+        raise ValueError(f"node config needs 'data-dir' ({folder}) or "
+                         f"'partition-id' and 'num-partitions' ({shard})")
+    pid, n = int(node_config["partition-id"]), int(node_config["num-partitions"])
+    if not 0 <= pid < n:
+        raise ValueError(f"node config 'partition-id' = {pid} is out of range [0, {n - 1}]")
+    return pid, n
