@@ -9,10 +9,12 @@ then SIGKILL after 15 s, by process group) when the context manager exits::
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,16 @@ CONNECTION = "fedssl-local"
 def shard_configs(nodes: int) -> list[dict[str, Any]]:
     """Node configs of ``nodes`` SuperNodes that each train on one Fashion-MNIST shard."""
     return [{"partition-id": i, "num-partitions": nodes} for i in range(nodes)]
+
+
+def die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the launcher dies, even of SIGKILL (Linux).
+
+    Without it, a killed test run or launcher leaves a SuperLink and SuperNodes running (their own
+    process groups keep them out of the terminal's signals) that load the CPU for the next runs.
+    """
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 class LocalDeployment(FlwrConnection):
@@ -96,7 +108,7 @@ class LocalDeployment(FlwrConnection):
     def _spawn(self, name: str, cmd: list[str]) -> subprocess.Popen:
         with open(self.workdir / f"{name}.log", "wb") as log:
             proc = subprocess.Popen(cmd, cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+                                    start_new_session=True, preexec_fn=die_with_parent)
         self.procs.append(proc)
         return proc
 

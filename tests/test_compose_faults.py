@@ -18,7 +18,7 @@ pytestmark = pytest.mark.docker
 OUTAGE_S = 75  # longer than Flower's heartbeat limit: the run is marked failed while the SuperLink is down
 
 
-def wait_until(stack: Stack, what: str, check, timeout: float = 900) -> float:
+def wait_until(stack: Stack, what: str, check, timeout: float = 600) -> float:
     """Seconds until ``check()`` holds; fails with the stack's logs after ``timeout``."""
     started = time.monotonic()
     while not check():
@@ -62,7 +62,7 @@ def test_a_run_survives_killed_containers_and_a_long_superlink_outage(stack: Sta
     back = time.monotonic()
     resumes_before = events("resumed")
     wait_until(stack, "run completed", lambda: (stack.metrics(folder) or {}).get("status") == "completed",
-               timeout=1800)
+               timeout=900)
     print(f"[docker] SuperLink down {OUTAGE_S} s: completed {time.monotonic() - back:.0f} s after it came back, "
           f"with {events('resumed') - resumes_before} more resume(s)")
 

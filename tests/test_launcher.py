@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import tomllib
@@ -58,20 +59,31 @@ def test_the_command_line_runs_a_real_deployment_and_stops_it(tmp_path):
         assert s.connect_ex(("127.0.0.1", port)) != 0  # the SuperLink is gone
 
 
+def start_up(workdir) -> tuple[subprocess.Popen, int]:
+    """`fedssl-launch up --nodes 1` as a user starts it; returns it and its SuperLink's port once it is up."""
+    proc = subprocess.Popen([sys.executable, "-m", "launcher", "up", "--nodes", "1", "--workdir", str(workdir)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    while not any("Ctrl-C" in line for line in lines):
+        line = proc.stdout.readline()
+        if not line:
+            proc.kill()
+            raise AssertionError("exited before it was up:\n" + "".join(lines))
+        lines.append(line)
+    return proc, int("".join(lines).split("SuperLink 127.0.0.1:")[1].split(",")[0])
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 @pytest.mark.federation
 def test_up_keeps_the_deployment_running_until_interrupted(tmp_path):
-    # Prepare: `fedssl-launch up` as a user starts it
-    proc = subprocess.Popen([sys.executable, "-m", "launcher", "up", "--nodes", "1", "--workdir", str(tmp_path)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Prepare
+    proc, port = start_up(tmp_path)
     try:
-        lines = []
-        while not any("Ctrl-C" in line for line in lines):
-            line = proc.stdout.readline()
-            assert line, "".join(lines)  # exited before it was up
-            lines.append(line)
-        port = int("".join(lines).split("SuperLink 127.0.0.1:")[1].split(",")[0])
-        with socket.socket() as s:
-            assert s.connect_ex(("127.0.0.1", port)) == 0  # up, and stays up while nobody interrupts
+        assert listening(port)  # up, and stays up while nobody interrupts
         # Execute
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
@@ -80,5 +92,23 @@ def test_up_keeps_the_deployment_running_until_interrupted(tmp_path):
             proc.kill()
     # Assert
     assert proc.returncode == 0 and "stopped" in out
-    with socket.socket() as s:
-        assert s.connect_ex(("127.0.0.1", port)) != 0
+    assert not listening(port)
+
+
+@pytest.mark.federation
+def test_a_killed_launcher_takes_its_processes_with_it(tmp_path):
+    # Prepare: a running deployment; its processes are in their own sessions (no terminal signal reaches them)
+    proc, port = start_up(tmp_path)
+    assert listening(port)
+    # Execute: the launcher dies without a chance to clean up (OOM killer, kill -9, a killed test run)
+    proc.kill()
+    proc.wait(timeout=30)
+    # Assert: the SuperLink and SuperNode got SIGTERM from the kernel and are gone within a minute
+    def running() -> list[str]:  # the SuperNode names the SuperLink's address on its command line
+        return subprocess.run(["pgrep", "-f", f"127.0.0.1:{port}"], capture_output=True, text=True).stdout.split()
+
+    deadline = time.monotonic() + 90
+    while (listening(port) or running()) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not listening(port)
+    assert not running(), f"still running: {running()}"
