@@ -88,7 +88,7 @@ def test_a_folder_of_only_bad_files_is_an_error(tmp_path):
 
 
 def test_long_videos_become_consecutive_clips_and_other_sizes_are_scaled(tmp_path):
-    frames = np.repeat(np.arange(40, dtype=np.uint8)[:, None, None] * 6, 48, 1)[:, :, None].repeat(64, 2)
+    frames = np.broadcast_to(np.arange(40, dtype=np.uint8)[:, None, None] * 6, (40, 48, 64)).copy()
     write_video(tmp_path / "long.mp4", frames)  # 40 frames of 48x64
     video = load_clips([tmp_path / "long.mp4"], size=32, frames=16, max_clips_per_file=4)
     assert video.clips.shape == (2, 16, 32, 32)  # 40 // 16 = 2 clips, the partial third dropped
