@@ -47,7 +47,7 @@ def load_corpus(cfg: VideoConfig) -> Corpus:
 
 def corpus_shard(cfg: RunConfig, partition_id: int, num_partitions: int) -> np.ndarray:
     """One simulated device's unlabeled clips: the train split partitioned over *motion* labels with
-    ``data.partition`` (``classes`` with ``data.classes-per-client``, or Dirichlet): a few motions per device."""
+    ``data.partition`` (``classes-per-client``, or Dirichlet): a few motions per device."""
     from fedssl.data.partition import partition
 
     corpus = load_corpus(cfg.video)
