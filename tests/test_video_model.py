@@ -9,7 +9,7 @@ import torch
 from fedssl.checkpoint import load_encoder, save_encoder
 from fedssl.config import RunConfig
 from fedssl.modality import MODALITIES, video_checkpoint_meta
-from fedssl.ssl import METHODS, build_ssl_model
+from fedssl.ssl import BACKBONE_PREFIX, METHODS, build_ssl_model
 from fedssl.ssl.catch_the_patch import CatchThePatchLoss, centres_from_path, paste_moving_patch
 from fedssl.ssl.playback_speed import SPEEDS, speed_windows
 from fedssl.video.augment import VideoAugment, VideoAugmentParams, centre_crops, temporal_crops, video_view_batches
@@ -99,6 +99,7 @@ def test_every_video_method_trains_the_backbone(method):
     loss.backward()
     assert torch.isfinite(loss) and loss > 0
     assert all(p.grad is not None for p in model.backbone.parameters())
+    assert model.local_state() and not any(k.startswith(BACKBONE_PREFIX) for k in model.local_state())
 
 
 def test_video_checkpoint_rebuilds_the_encoder(tmp_path):
