@@ -139,7 +139,7 @@ def real_clips(folder: str | None, count: int, meta: dict[str, Any], seed: int) 
         ValueError: if the folder holds no usable video.
     """
     from fedssl.data.video import load_video_folder
-    from fedssl.data.video_corpus import MOTIONS, CorpusSpec, _objects, finish, render, trajectories
+    from fedssl.data.video_corpus import MOTIONS, CorpusSpec, draw_garments, finish, render, trajectories
 
     frames, size = int(meta["video"]["frames"]), int(meta["video"]["size"])
     rng = np.random.default_rng(seed)
@@ -148,7 +148,7 @@ def real_clips(folder: str | None, count: int, meta: dict[str, Any], seed: int) 
         clips = clips[np.sort(rng.choice(len(clips), min(count, len(clips)), replace=False))]
     else:
         spec = CorpusSpec(frames=frames, size=size, seed=seed)
-        objects, _ = _objects("test", count, rng)
+        objects, _ = draw_garments("test", count, rng)
         motions = np.arange(count) % len(MOTIONS)
         clips = finish(render(objects, *trajectories(motions, spec, rng), spec), rng)
     return clips.astype(np.float32) / 255.0

@@ -124,7 +124,8 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 8, crf: int = 1
         container.mux(stream.encode())
 
 
-def _objects(split: str, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def draw_garments(split: str, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` distinct Fashion-MNIST images ``(count, 28, 28)`` uint8 of ``split`` and their classes."""
     from fedssl.data.fashion_mnist import load_fashion_mnist
 
     images, labels = load_fashion_mnist(split)
@@ -146,7 +147,7 @@ def make_corpus(root: str | Path, spec: CorpusSpec = CorpusSpec()) -> list[Video
     rows: list[VideoClip] = []
     for split, per_motion in (("train", spec.train_per_motion), ("test", spec.test_per_motion)):
         motions = np.repeat(np.arange(len(MOTIONS)), per_motion)
-        objects, labels = _objects(split, len(motions), rng)
+        objects, labels = draw_garments(split, len(motions), rng)
         clips = finish(render(objects, *trajectories(motions, spec, rng), spec), rng)
         for i, (m, label, clip) in enumerate(zip(motions, labels, clips)):
             row = VideoClip(f"{split}/{MOTIONS[m]}/{i:05d}.mp4", MOTIONS[m], OBJECTS[label], split)
