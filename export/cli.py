@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audio", metavar="DIR",
                    help="audio encoders: audio files for the parity check and int8 calibration "
                         "(default: synthetic notes)")
+    p.add_argument("--video", metavar="DIR",
+                   help="video encoders: video files for the parity check and int8 calibration "
+                        "(default: clips drawn like the generated corpus's)")
     p.add_argument("--parity-images", type=int, default=256)
     p.add_argument("--calibration-images", type=int, default=512)
     p.add_argument("--eval-gallery", type=int, default=10000, help="Fashion-MNIST train images (0: no accuracy)")
@@ -101,6 +104,13 @@ def export_all(args: argparse.Namespace) -> list[dict[str, Any]]:
         return export_audio(encoder, ckpt_meta, checkpoint, output, audio_dir=args.audio,
                             int8=args.quantize == "int8", opset=args.opset,
                             max_abs_diff=AUDIO_MAX_ABS_DIFF if args.max_abs_diff is None else args.max_abs_diff,
+                            min_cosine=args.min_cosine)
+    if ckpt_meta.get("modality") == "video":  # grey clips in (export/video.py)
+        from export.video import export_video
+
+        return export_video(encoder, ckpt_meta, checkpoint, output, video_dir=args.video,
+                            int8=args.quantize == "int8", opset=args.opset,
+                            max_abs_diff=MAX_ABS_DIFF if args.max_abs_diff is None else args.max_abs_diff,
                             min_cosine=args.min_cosine)
     meta = EncoderMetadata.from_checkpoint_meta(ckpt_meta)
     parity_images = real_images(args.images, "test", args.parity_images, meta, seed=1)

@@ -80,8 +80,13 @@ def load_encoder(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
 
 
 def _build(meta: dict[str, Any]) -> torch.nn.Module:
-    """The encoder a checkpoint's metadata describes: an image backbone, or front end + backbone for audio."""
+    """The encoder a checkpoint's metadata describes: an image backbone, front end + backbone for audio,
+    or a 3D CNN for video."""
     model_cfg = ModelConfig(**meta["model"])
+    if meta.get("modality") == "video":
+        from fedssl.video.model import build_video_encoder
+
+        return build_video_encoder(meta["video"]["encoder"])
     if "frontend" not in meta:
         return build_encoder(model_cfg)
     from fedssl.models.frontend import AudioEncoder, FrontendSpec

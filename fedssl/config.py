@@ -121,6 +121,22 @@ class AudioConfig:
 
 
 @dataclass(frozen=True)
+class VideoConfig:
+    """Video input (``data.modality = "video"``): clips, the encoder, augmentation ranges.
+
+    Saved with every checkpoint: the exported model takes ``crop-frames`` grey frames of ``size``.
+    """
+
+    corpus_dir: str = "data/video-corpus"  # scripts/make_video_corpus.py: simulated shards and probe tasks
+    encoder: str = "r3d-tiny"  # fedssl.video.model.VIDEO_ENCODERS: "r3d-tiny" (CPU) or "r3d-18" (FedVSSL, GPU)
+    frames: int = 16  # a device's videos are cut into clips of this many frames
+    crop_frames: int = 8  # the encoder's input: a random window in training, the centre one in eval
+    size: int = 32  # frames are scaled to size x size grey
+    crop_min_scale: float = 0.5  # spatial crop (the same on every frame of a clip) of at least this area
+    max_clips_per_file: int = 4
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     tasks: tuple[str, ...] = ("fashion-mnist", "digits")
     knn_k: int = 200
@@ -187,6 +203,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
@@ -202,7 +219,7 @@ class RunConfig:
         return _flatten(self, prefix="")
 
 
-_GROUP_KEYS = {"model", "ssl", "train", "data", "audio", "eval", "aggregation", "filter", "split"}
+_GROUP_KEYS = {"model", "ssl", "train", "data", "audio", "video", "eval", "aggregation", "filter", "split"}
 
 
 def _key(prefix: str, name: str) -> str:
@@ -278,6 +295,38 @@ def validate_audio(cfg: RunConfig) -> None:
                          "'data.modality' = 'audio' (one log-mel channel)")
 
 
+VIDEO_METHODS = ("simclr", "byol", "moco", "simsiam", "barlowtwins", "playback-speed", "catch-the-patch")
+VIDEO_ONLY_METHODS = ("playback-speed", "catch-the-patch")  # pretext tasks that need frames
+
+
+def validate_video(cfg: RunConfig) -> None:
+    """Ranges of the ``video.*`` keys and what they require of other groups (called by the video modality)."""
+    from fedssl.video.model import EMBEDDING_DIMS, VIDEO_ENCODERS
+
+    v = cfg.video
+    VIDEO_ENCODERS.check(v.encoder)
+    _in_range("video.frames", v.frames, 2, 512)
+    _in_range("video.crop-frames", v.crop_frames, 2, v.frames)
+    _in_range("video.size", v.size, 16, 512)
+    _in_range("video.crop-min-scale", v.crop_min_scale, 0.05, 1.0)
+    _in_range("video.max-clips-per-file", v.max_clips_per_file, 1, 1000)
+    _choice("ssl.method", cfg.ssl.method, VIDEO_METHODS)
+    if cfg.ssl.method == "playback-speed" and v.frames < 2 * v.crop_frames:
+        raise ValueError(f"run config 'video.frames' = {v.frames} must be at least twice 'video.crop-frames' = "
+                         f"{v.crop_frames} with 'ssl.method' = 'playback-speed' (a 2x window spans twice the frames)")
+    expected = EMBEDDING_DIMS[v.encoder]
+    if cfg.model.readout != "pool" or cfg.model.embedding_dim != expected:
+        raise ValueError(f"run config 'model.readout' = {cfg.model.readout!r}, 'model.embedding-dim' = "
+                         f"{cfg.model.embedding_dim} do not fit 'video.encoder' = {v.encoder!r}: its embedding is "
+                         f"its pooled last stage; set model.readout='pool' and model.embedding-dim={expected}")
+    if cfg.model.in_channels != 1:
+        raise ValueError(f"run config 'model.in-channels' = {cfg.model.in_channels} must be 1 with "
+                         "'data.modality' = 'video' (grey clips)")
+    if cfg.train.channels_last:
+        raise ValueError("run config 'train.channels-last' = true does not apply to 3D convolutions; set it to "
+                         "false with 'data.modality' = 'video'")
+
+
 def _validate(cfg: RunConfig) -> RunConfig:
     from fedssl.data.partition import PARTITIONERS
     from fedssl.modality import MODALITIES
@@ -318,6 +367,9 @@ def _validate(cfg: RunConfig) -> RunConfig:
                          f"with 'model.encoder' = {cfg.model.encoder!r} set model.readout='pool' and "
                          "model.embedding-dim (e.g. 512)")
     METHODS.check(cfg.ssl.method)
+    if cfg.ssl.method in VIDEO_ONLY_METHODS and cfg.data.modality != "video":
+        raise ValueError(f"run config 'ssl.method' = {cfg.ssl.method!r} needs 'data.modality' = 'video', "
+                         f"got {cfg.data.modality!r}")
     _in_range("ssl.temperature", cfg.ssl.temperature, 1e-3, 10.0)
     _in_range("ssl.proj-dim", cfg.ssl.proj_dim, 2)
     _in_range("ssl.hidden-dim", cfg.ssl.hidden_dim, 2)

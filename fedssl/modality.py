@@ -1,10 +1,9 @@
-"""One entry per input modality (``data.modality``): what differs between images and audio, and nothing else.
+"""One entry per input modality (``data.modality``): what differs between images, audio and video, and nothing else.
 
 The strategy, filtering, checkpoints, metrics, deployment and export code is shared; a modality
 supplies the data pipeline (a device's data, two-view batches), the encoder's input (a raw image,
-or a waveform through a front end inside the encoder), the probe tasks with their raw-input
-baseline, and what a checkpoint must record to rebuild the encoder. Adding video is one more
-:class:`Modality` registered here.
+a waveform through a front end inside the encoder, or a clip of grey frames into a 3D CNN), the
+probe tasks with their raw-input baseline, and what a checkpoint must record to rebuild the encoder.
 
     MODALITIES.get(cfg.data.modality).build_backbone(cfg)  # the encoder a run trains and exports
 """
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
-from fedssl.config import RunConfig, validate_audio
+from fedssl.config import RunConfig, validate_audio, validate_video
 from fedssl.registry import Registry
 
 ViewSource = Callable[[np.ndarray, int, int], Iterator[tuple[Tensor, Tensor]]]  # (data, batch, seed) -> views
@@ -29,7 +28,8 @@ class Modality:
     """What one modality plugs into the shared federation.
 
     Data are arrays with the sample axis first: images ``(N, C, H, W)`` uint8, audio clips
-    ``(N, samples)`` float32. ``views`` is None for the image pipeline of :mod:`fedssl.train`.
+    ``(N, samples)`` float32, video clips ``(N, frames, size, size)`` uint8. ``views`` is None for the
+    image pipeline of :mod:`fedssl.train`.
     """
 
     name: str
@@ -149,5 +149,56 @@ def _audio() -> Modality:
     )
 
 
+# --- video ------------------------------------------------------------------------------------
+
+
+def video_checkpoint_meta(cfg: RunConfig) -> dict[str, Any]:
+    """What rebuilds a video encoder and says what it takes: ``crop-frames`` grey frames of ``size`` in [0, 1]."""
+    from fedssl.video.model import MEAN, STD
+
+    v = cfg.video
+    return {"modality": "video", "video": {"encoder": v.encoder, "frames": v.crop_frames, "size": v.size},
+            "input": {"layout": "NTHW", "frames": v.crop_frames, "height": v.size, "width": v.size, "channels": 1,
+                      "mean": [MEAN], "std": [STD], "scale": "grey pixel/255 (standardised inside the encoder)"}}
+
+
+def _video() -> Modality:
+    from fedssl.video.augment import VideoAugmentParams, centre_crops, video_view_batches
+    from fedssl.video.data import node_video
+    from fedssl.video.model import build_video_encoder
+    from fedssl.video.probe import (
+        VIDEO_TASKS,
+        calibrate_video_batchnorm,
+        embed_video,
+        load_video_tasks,
+        probe_raw_pixels,
+        probe_video,
+    )
+
+    def views(cfg: RunConfig) -> ViewSource:
+        v = cfg.video
+        window = 0 if cfg.ssl.method == "playback-speed" else v.crop_frames  # speed picks its own frames
+        params = VideoAugmentParams(crop_frames=window, crop_scale=(v.crop_min_scale, 1.0))
+        return lambda clips, batch_size, seed: video_view_batches(clips, batch_size, seed, params)
+
+    return Modality(
+        name="video",
+        tasks=VIDEO_TASKS,
+        raw_baseline="raw-pixels",
+        input_hw=lambda cfg: (cfg.video.size, cfg.video.size),
+        build_backbone=lambda cfg: build_video_encoder(cfg.video.encoder),
+        node_data=node_video,
+        views=views,
+        embed=lambda backbone, clips, cfg: embed_video(backbone, centre_crops(clips, cfg.video.crop_frames)),
+        load_tasks=load_video_tasks,
+        probe=lambda backbone, tasks, cfg, linear: probe_video(backbone, tasks, cfg, linear),
+        probe_raw=lambda tasks, cfg, linear: probe_raw_pixels(tasks, cfg, linear),
+        calibrate=lambda backbone, clips, cfg: calibrate_video_batchnorm(backbone, clips),
+        checkpoint_meta=video_checkpoint_meta,
+        validate=validate_video,
+    )
+
+
 MODALITIES.add("image", _image())
 MODALITIES.add("audio", _audio())
+MODALITIES.add("video", _video())

@@ -9,6 +9,7 @@ Fashion-MNIST shard, or the node configs you give), the connection in a private 
     fedssl-launch run --node-config "data-dir='/data/cam0'" --node-config "data-dir='/data/cam1'"
     fedssl-launch up --nodes 3                      # keep it running; submit with the printed flwr command
     fedssl-launch run --audio                       # the same on audio (makes data/audio-corpus if missing)
+    fedssl-launch run --video                       # the same on video clips (makes data/video-corpus if missing)
 
 ``run`` exits 0 only if the run finished ``completed``; it prints the run's summary (``fedssl-summary``).
 """
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from fedssl.summary import summarize
 from launcher.deployment import LocalDeployment
-from launcher.flwr_cli import AUDIO_RUN, REPO, TINY_AUDIO_RUN, TINY_RUN, parse_config
+from launcher.flwr_cli import AUDIO_RUN, REPO, TINY_AUDIO_RUN, TINY_RUN, TINY_VIDEO_RUN, VIDEO_RUN, parse_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--audio", action="store_true",
                            help="data.modality='audio' with its tasks and encoder size (launcher.flwr_cli.AUDIO_RUN); "
                                 "simulated nodes train on shards of the generated corpus, made if missing")
+            p.add_argument("--video", action="store_true",
+                           help="data.modality='video' with its tasks and encoder (launcher.flwr_cli.VIDEO_RUN); "
+                                "simulated nodes train on shards of the generated clip corpus, made if missing")
             p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the run")
     return parser
 
@@ -77,9 +81,25 @@ def audio_run_config(overrides: dict, smoke: bool) -> dict:
     return {**config, "audio.corpus-dir": str(corpus)}
 
 
+def video_run_config(overrides: dict, smoke: bool) -> dict:
+    """``VIDEO_RUN`` (or its tiny variant) with an absolute ``video.corpus-dir``; the corpus is made if missing."""
+    from fedssl.data.video_corpus import MANIFEST, make_corpus
+
+    config = {**(TINY_VIDEO_RUN if smoke else VIDEO_RUN), **overrides}
+    corpus = Path(config.get("video.corpus-dir", "data/video-corpus")).expanduser().resolve()
+    if not (corpus / MANIFEST).is_file():
+        print(f"[fedssl-launch] making the video corpus in {corpus} (scripts/make_video_corpus.py)", flush=True)
+        make_corpus(corpus)
+    return {**config, "video.corpus-dir": str(corpus)}
+
+
 def run(args: argparse.Namespace) -> int:
     overrides = parse_config(args.run_config)
-    if args.audio:
+    if args.audio and args.video:
+        raise ValueError("--audio and --video are two modalities; pick one")
+    if args.video:
+        run_config = video_run_config(overrides, args.smoke)
+    elif args.audio:
         run_config = audio_run_config(overrides, args.smoke)
     else:
         run_config = {**(TINY_RUN if args.smoke else {}), **overrides}

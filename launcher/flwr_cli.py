@@ -38,6 +38,23 @@ TINY_AUDIO_RUN: dict[str, Any] = {  # seconds per round on 2 cores; add "audio.c
 }
 
 
+VIDEO_RUN: dict[str, Any] = {  # data.modality = "video": its tasks, the r3d-tiny embedding, no channels-last for 3D
+    "data.modality": "video", "eval.tasks": "video-motion,video-object", "model.readout": "pool",
+    "model.embedding-dim": 80, "train.channels-last": False, "train.batch-size": 32, "data.max-samples": 512,
+    "data.partition": "classes-per-client", "data.classes-per-client": 3,  # a few motions per device
+    "eval.knn-k": 10, "eval.report-k": 1,  # a gallery of hundreds of clips, not 10k images: top-1 retrieval beside
+    "filter.min-rankme-ratio": 0.005,  # an 80-d embedding of a few clips: RankMe is capped by the clip count
+}
+# FedVSSL's paper setting: alpha = 0.9 and its SWA step new = (previous + mixed) / 2, i.e. our beta = 0.5
+# (docs/video.md, "FedVSSL's aggregation"); add to any run config.
+FEDVSSL_PAPER: dict[str, Any] = {"aggregation.rule": "fedvssl", "aggregation.alpha": 0.9, "aggregation.beta": 0.5}
+TINY_VIDEO_RUN: dict[str, Any] = {  # seconds per round on 2 cores; add "video.corpus-dir"
+    **VIDEO_RUN, "num-rounds": 2, "fraction-train": 1.0, "data.max-samples": 32, "train.batch-size": 8,
+    "train.max-steps": 2, "eval.gallery-size": 100, "eval.query-size": 60, "eval.linear-labels": 60,
+    "ssl.hidden-dim": 128, "ssl.proj-dim": 64, "train.keep-optimizer-state": False, "filter.probe-size": 32,
+}
+
+
 _ITEM = re.compile(r"""(?P<key>[^\s=]+)=(?P<value>'[^']*'|"[^"]*"|[^\s'"]+)""")  # key=value, the value maybe quoted
 
 

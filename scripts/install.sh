@@ -11,7 +11,8 @@ need_apt=()
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need_apt+=(dataset-fashion-mnist)
 python3 -c "import venv, ensurepip" 2>/dev/null || need_apt+=(python3-venv)
 # audio: espeak-ng speaks the words of the generated corpus (scripts/make_audio_corpus.py) and sox (for
-# inspecting and converting recordings); the soundfile wheel bundles libsndfile
+# inspecting and converting recordings); the soundfile wheel bundles libsndfile, and the av wheel (PyAV,
+# video files) bundles FFmpeg, so video needs no Debian package
 command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)
 command -v sox >/dev/null || need_apt+=(sox)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from fedssl.config import AggregationConfig
+from fedssl.config import AggregationConfig, RunConfig
+from launcher.flwr_cli import FEDVSSL_PAPER, VIDEO_RUN
 from server_app.aggregation import (
     build_rule,
     fairavg,
@@ -91,3 +92,12 @@ def test_build_rule_binds_parameters_and_rejects_unknown_rules():
 def test_weights_must_be_positive():
     with pytest.raises(ValueError):
         fedavg(UPDATES, [0, 0, 0], LOSSES, PREV)
+
+
+def test_fedvssl_paper_preset_is_the_papers_swa_of_the_mix():
+    rule = build_rule(RunConfig.from_flat({**VIDEO_RUN, **FEDVSSL_PAPER}).aggregation)
+    weights = np.exp(-(np.asarray(LOSSES) - min(LOSSES)))
+    fedavg_w = sum(n * u["w"] for n, u in zip(N, UPDATES)) / sum(N)
+    loss_w = sum(w * u["w"] for w, u in zip(weights, UPDATES)) / weights.sum()
+    mixed = 0.9 * fedavg_w + 0.1 * loss_w
+    np.testing.assert_allclose(rule(UPDATES, N, LOSSES, PREV)["w"], (PREV["w"] + mixed) / 2, rtol=1e-5)

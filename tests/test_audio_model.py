@@ -125,13 +125,13 @@ def test_audio_ssl_methods_learn_from_waveforms_and_only_the_backbone_travels(me
 
 
 def test_modality_switch_checks_its_own_tasks_and_input():
-    with pytest.raises(ValueError, match="data.modality.*'video'"):
-        RunConfig.from_flat({"data.modality": "video"})
+    with pytest.raises(ValueError, match="data.modality.*'lidar'"):
+        RunConfig.from_flat({"data.modality": "lidar"})
     with pytest.raises(ValueError, match="eval.tasks.*fashion-mnist.*speech-words"):
         RunConfig.from_flat({**AUDIO_RUN, "eval.tasks": "fashion-mnist"})
     with pytest.raises(ValueError, match="model.embedding-dim.*audio input 40x51.*3840"):
         RunConfig.from_flat({**AUDIO_RUN, "model.embedding-dim": 1152})
     with pytest.raises(ValueError, match="audio.crop-seconds"):
         RunConfig.from_flat({**AUDIO_RUN, "audio.crop-seconds": 2.0})
-    assert MODALITIES.names() == ("image", "audio")
+    assert MODALITIES.names() == ("image", "audio", "video")
     assert MODALITIES.get("audio").input_hw(AUDIO) == (40, 51)

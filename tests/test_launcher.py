@@ -112,3 +112,19 @@ def test_a_killed_launcher_takes_its_processes_with_it(tmp_path):
         time.sleep(1)
     assert not listening(port)
     assert not running(), f"still running: {running()}"
+
+
+def test_video_run_config_points_at_an_absolute_corpus_and_keeps_an_existing_one(tmp_path, monkeypatch):
+    from fedssl.config import RunConfig
+    from fedssl.data.video_corpus import MANIFEST, CorpusSpec, make_corpus
+    from launcher.cli import video_run_config
+
+    make_corpus(tmp_path / "corpus", CorpusSpec(train_per_motion=1, test_per_motion=1))
+    before = (tmp_path / "corpus" / MANIFEST).read_text()
+    monkeypatch.chdir(tmp_path)
+    config = video_run_config({"video.corpus-dir": "corpus", "num-rounds": 3}, smoke=True)
+    assert config["video.corpus-dir"] == str(tmp_path / "corpus") and config["num-rounds"] == 3
+    assert (tmp_path / "corpus" / MANIFEST).read_text() == before  # not remade
+    cfg = RunConfig.from_flat(config)  # the preset is a valid video run
+    assert (cfg.data.modality, cfg.video.encoder, cfg.model.embedding_dim) == ("video", "r3d-tiny", 80)
+    assert main(["run", "--audio", "--video"]) == 1

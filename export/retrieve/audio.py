@@ -102,9 +102,14 @@ class OnnxAudioEncoder:
 
 
 def open_encoder(path: str | Path, provider: str = "auto", threads: int = 0) -> OnnxEncoder | OnnxAudioEncoder:
-    """The right encoder for an exported model: audio (waveform in) or image."""
-    if model_props(path).get("modality") == "audio":
+    """The right encoder for an exported model: audio (waveform in), video (grey clips in) or image."""
+    modality = model_props(path).get("modality")
+    if modality == "audio":
         return OnnxAudioEncoder(path, provider, threads)
+    if modality == "video":
+        from export.retrieve.video import OnnxVideoEncoder  # it imports this module
+
+        return OnnxVideoEncoder(path, provider, threads)
     return OnnxEncoder(path, provider, threads)
 
 

@@ -76,11 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     index = sub.add_parser("index", help="embed a folder of images (or Fashion-MNIST) into an index file")
     _add_common(index)
-    index.add_argument("--images", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
+    index.add_argument("--images", nargs="+", metavar="PATH",
+                       help="image, audio or video files or folders (searched recursively)")
     index.add_argument("--output", "-o", required=True, help="index file to write (.npz)")
     query = sub.add_parser("query", help="top-k neighbours of one or many images")
     _add_common(query)
-    query.add_argument("images", nargs="*", metavar="IMAGE", help="query image files or folders")
+    query.add_argument("images", nargs="*", metavar="IMAGE", help="query image, audio or video files or folders")
     query.add_argument("--index", required=True, help="index file from 'fedssl-retrieve index'")
     query.add_argument("-k", type=_int_at_least(1), default=5, help="neighbours per query (default 5)")
     query.add_argument("--format", choices=["text", "json"], default="text")
@@ -94,6 +95,12 @@ def _source(args: argparse.Namespace, paths: Sequence[str] | None, encoder: Onnx
         if args.fashion_mnist:
             raise ValueError("--fashion-mnist needs an image encoder; this model takes audio")
         return AudioFiles(paths, encoder.meta.sample_rate, encoder.meta.samples)
+    if getattr(encoder, "modality", "image") == "video":  # a video encoder: the paths are video files
+        if args.fashion_mnist:
+            raise ValueError("--fashion-mnist needs an image encoder; this model takes video")
+        from export.retrieve.video import VideoFiles
+
+        return VideoFiles(paths, encoder.meta.frames, encoder.meta.size)
     if args.fashion_mnist:
         return FashionMnistImages(args.fashion_mnist, encoder.size, encoder.channels, args.offset, args.limit)
     return FileImages(paths, encoder.size, encoder.channels, args.max_pixels)

@@ -28,7 +28,7 @@ class SkipReason(StrEnum):
     CORRUPT = "corrupt"  # not an image of a supported format, or its data does not decode
     UNSUPPORTED = "unsupported-mode"  # decodes, but to a pixel mode we cannot map to grey/RGB
     NON_FINITE = "non-finite"  # a float image with NaN/inf pixels, or a NaN/inf embedding
-    TOO_SHORT = "too-short"  # an audio file shorter than the shortest clip a device keeps
+    TOO_SHORT = "too-short"  # an audio or video file shorter than the shortest clip a device keeps
 
 
 class UnusableImage(ValueError):

@@ -10,7 +10,9 @@ from fedssl.registry import Registry
 from fedssl.ssl.barlow_twins import BarlowTwins, BarlowTwinsLoss
 from fedssl.ssl.base import BACKBONE_PREFIX, MomentumTarget, SSLModel
 from fedssl.ssl.byol import BYOL, BYOLLoss
+from fedssl.ssl.catch_the_patch import CatchThePatch, CatchThePatchLoss
 from fedssl.ssl.moco import MoCo, MoCoLoss
+from fedssl.ssl.playback_speed import PlaybackSpeedLoss, PlaybackSpeedPrediction
 from fedssl.ssl.rotation import RotationLoss, RotationPrediction
 from fedssl.ssl.segment_order import SegmentOrderLoss, SegmentOrderPrediction
 from fedssl.ssl.simclr import NTXentLoss, SimCLR
@@ -27,6 +29,8 @@ METHODS.add("moco", lambda b, d, ssl: MoCo(b, d, ssl.hidden_dim, ssl.proj_dim, s
 METHODS.add("simsiam", lambda b, d, ssl: SimSiam(b, d, ssl.hidden_dim, ssl.proj_dim))
 METHODS.add("rotation", lambda b, d, ssl: RotationPrediction(b, d, ssl.hidden_dim))
 METHODS.add("segment-order", lambda b, d, ssl: SegmentOrderPrediction(b, d, ssl.hidden_dim, ssl.segments))
+METHODS.add("playback-speed", lambda b, d, ssl: PlaybackSpeedPrediction(b, d, ssl.hidden_dim))  # video only
+METHODS.add("catch-the-patch", lambda b, d, ssl: CatchThePatch(b, d, ssl.hidden_dim))  # video only
 BYOL_STYLE = ("byol", "simsiam", "moco")  # methods with a predictor or momentum target (FedU/FedEMA apply)
 
 
@@ -43,8 +47,9 @@ def build_ssl_model(ssl: SSLConfig, model: ModelConfig, backbone: nn.Module | No
 
 
 __all__ = [
-    "BACKBONE_PREFIX", "BYOL", "BYOL_STYLE", "METHODS", "BYOLLoss", "BarlowTwins", "BarlowTwinsLoss", "MoCo",
-    "MoCoLoss", "MomentumTarget", "NTXentLoss", "RotationLoss", "RotationPrediction", "SSLBuilder",
+    "BACKBONE_PREFIX", "BYOL", "BYOL_STYLE", "METHODS", "BYOLLoss", "BarlowTwins", "BarlowTwinsLoss",
+    "CatchThePatch", "CatchThePatchLoss", "MoCo", "MoCoLoss", "MomentumTarget", "NTXentLoss",
+    "PlaybackSpeedLoss", "PlaybackSpeedPrediction", "RotationLoss", "RotationPrediction", "SSLBuilder",
     "SegmentOrderLoss", "SegmentOrderPrediction", "SSLModel",
     "SimCLR", "SimSiam", "SimSiamLoss", "build_ssl_model",
 ]

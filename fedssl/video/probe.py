@@ -1,0 +1,103 @@
+"""Video probe tasks: clip retrieval every round on the motion label and on the object label.
+
+- ``video-motion``: which of 8 motions (direction of travel, rotation sense, zoom); needs frames.
+- ``video-object``: which of 10 Fashion-MNIST garments moves (an appearance label, across motions).
+
+Gallery: train-split clips; queries: test-split clips (garments never seen in training). Scores are
+the image probes' (weighted kNN, linear probe; :func:`fedssl.probe.score_embeddings`) on
+embeddings of the centre ``video.crop-frames`` window of each clip. The raw baseline is the
+flattened window's pixels in [0, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from fedssl.config import RunConfig
+from fedssl.probe import ProbeScores, ProbeTask, score_embeddings
+from fedssl.registry import Registry
+from fedssl.video.augment import centre_crops
+from fedssl.video.data import Corpus, load_corpus
+
+# loader(run config, corpus, rng) -> the task's gallery and queries (uint8 windows (N, crop frames, size, size))
+VideoTaskLoader = Callable[[RunConfig, Corpus, np.random.Generator], ProbeTask]
+VIDEO_TASKS: Registry[VideoTaskLoader] = Registry("eval.tasks")
+
+
+def _task(name: str, label: str) -> VideoTaskLoader:
+    def load(cfg: RunConfig, corpus: Corpus, rng: np.random.Generator) -> ProbeTask:
+        parts = []
+        for split, size in (("train", cfg.eval.gallery_size), ("test", cfg.eval.query_size)):
+            idx = corpus.select(split)
+            if not len(idx):
+                raise ValueError(f"eval task {name!r}: the corpus at {cfg.video.corpus_dir} has no {split} clips")
+            parts.append(np.sort(rng.choice(idx, min(size, len(idx)), replace=False)))
+        values = sorted({getattr(corpus.rows[i], label) for i in np.concatenate(parts)})
+        code = {v: c for c, v in enumerate(values)}
+
+        def labels(idx: np.ndarray) -> np.ndarray:
+            return np.asarray([code[getattr(corpus.rows[i], label)] for i in idx], dtype=np.int64)
+
+        g, q = parts
+        length = cfg.video.crop_frames
+        return ProbeTask(name, centre_crops(corpus.clips[g], length), labels(g),
+                         centre_crops(corpus.clips[q], length), labels(q))
+    return load
+
+
+VIDEO_TASKS.add("video-motion", _task("video-motion", "motion"))
+VIDEO_TASKS.add("video-object", _task("video-object", "object"))
+DEFAULT_VIDEO_TASKS = ("video-motion", "video-object")
+
+
+def load_video_tasks(cfg: RunConfig) -> list[ProbeTask]:
+    """The tasks named in ``eval.tasks``, drawn from the corpus with one generator seeded by ``seed``."""
+    loaders = [VIDEO_TASKS.get(name) for name in cfg.eval.tasks]
+    corpus = load_corpus(cfg.video)
+    rng = np.random.default_rng(cfg.seed)
+    return [load(cfg, corpus, rng) for load in loaders]
+
+
+def as_input(clips: np.ndarray) -> Tensor:
+    """uint8 clips -> the encoder's float input in [0, 1]. Shape: (N, T, H, W)"""
+    return torch.from_numpy(np.ascontiguousarray(clips)).float() / 255.0
+
+
+@torch.no_grad()
+def embed_video(backbone: nn.Module, clips: np.ndarray, batch_size: int = 128) -> Tensor:
+    """Embeddings ``(N, dim)`` of uint8 clips ``(N, T, H, W)`` in eval mode."""
+    was_training = backbone.training
+    backbone.eval()
+    out = [backbone(as_input(clips[i:i + batch_size])) for i in range(0, len(clips), batch_size)]
+    backbone.train(was_training)
+    return torch.cat(out)
+
+
+def probe_video(backbone: nn.Module, tasks: list[ProbeTask], cfg: RunConfig, linear: bool = True) -> ProbeScores:
+    embeddings = {t.name: (embed_video(backbone, t.gallery), embed_video(backbone, t.queries)) for t in tasks}
+    return score_embeddings(embeddings, tasks, cfg.eval, linear)
+
+
+def probe_raw_pixels(tasks: list[ProbeTask], cfg: RunConfig, linear: bool = True) -> ProbeScores:
+    """The raw baseline: the same probes on the flattened window's pixels."""
+    embeddings = {t.name: (as_input(t.gallery).flatten(1), as_input(t.queries).flatten(1)) for t in tasks}
+    return score_embeddings(embeddings, tasks, cfg.eval, linear)
+
+
+@torch.no_grad()
+def calibrate_video_batchnorm(backbone: nn.Module, clips: np.ndarray, batch_size: int = 128) -> nn.Module:
+    """Re-estimate BatchNorm statistics on unlabeled clips (the calibrated random-init baseline)."""
+    norms = [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None
+    backbone.train()
+    for i in range(0, len(clips), batch_size):
+        backbone(as_input(clips[i:i + batch_size]))
+    for bn in norms:
+        bn.momentum = 0.1
+    return backbone.eval()
