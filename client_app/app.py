@@ -6,6 +6,7 @@ import io
 import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -18,6 +19,8 @@ from client_app.split import register as register_split
 from fedssl import reply
 from fedssl.config import RunConfig
 from fedssl.device_merge import fedema, fedema_scale, fedu
+from fedssl.device_profile import measure_device
+from fedssl.local_settings import PRECISION_BITS, choose_local_settings, measure_footprint
 from fedssl.modality import MODALITIES
 from fedssl.ssl import build_ssl_model
 from fedssl.ssl.base import SSLModel
@@ -75,11 +78,18 @@ def train_round(global_arrays: ArrayRecord, server_round: int, context: Context,
         metrics = {k: 0.0 for k in reply.METRIC_KEYS} | {reply.SKIPPED: 1.0, reply.PARTITION_ID: partition_id,
                                                        reply.NUM_PARTITIONS: num_partitions}
     else:
+        # The device picks its batch size, precision, steps and threads within the run's limits.
+        profile = measure_device(context.node_config)
+        settings = choose_local_settings(profile, cfg, lambda precision: measure_footprint(
+            model, _footprint_samples(images), cfg.train.optimizer, precision, profile.accelerator))
+        torch.set_num_threads(settings.threads)
+        train_cfg = replace(cfg.train, batch_size=settings.batch_size, max_steps=settings.max_steps)
         with timer("train_local"):
-            result = train_local(model, images, cfg.model, cfg.train, seed=cfg.seed + server_round,
+            result = train_local(model, images, cfg.model, train_cfg, seed=cfg.seed + server_round,
                                  max_samples=cfg.data.max_samples, position=position,
                                  optimizer_state=_optimizer_state(context) if cfg.train.keep_optimizer_state else None,
-                                 views=modality.views(cfg))
+                                 views=modality.views(cfg), precision=settings.precision,
+                                 device=settings.accelerator)
         if cfg.train.keep_optimizer_state:
             _keep_optimizer_state(context, result.optimizer_state)
         context.state[LOCAL_BACKBONE] = _record(to_numpy(model.backbone.state_dict()))
@@ -99,6 +109,9 @@ def train_round(global_arrays: ArrayRecord, server_round: int, context: Context,
             reply.RANKME: rankme, reply.STEPS: float(result.steps), reply.SECONDS: result.seconds,
             reply.EXAMPLES_PER_S: result.examples_per_s, reply.PEAK_MEM_MB: result.peak_mem_mb,
             reply.SKIPPED: 0.0, reply.PARTITION_ID: partition_id, reply.NUM_PARTITIONS: num_partitions,
+            reply.DEVICE_BATCH_SIZE: float(min(settings.batch_size, len(images))),
+            reply.DEVICE_PRECISION_BITS: float(PRECISION_BITS[settings.precision]),
+            reply.DEVICE_THREADS: float(settings.threads), reply.DEVICE_MEMORY_MB: profile.memory_mb,
         }
         metrics = falsify(metrics, mode, honest)
     log.info("round %d (%d torch threads): %s %s", server_round, torch.get_num_threads(), metrics, merge_metrics)
@@ -128,6 +141,11 @@ def _load_backbone(model: SSLModel, global_backbone: dict[str, torch.Tensor], cf
     merged, mu = fedema(local, global_backbone, scale)
     model.backbone.load_state_dict(merged, strict=True)
     return {"fedema-mu": mu}
+
+
+def _footprint_samples(images: np.ndarray) -> np.ndarray:
+    """Four samples to measure activations on (repeated when a device has only 2 or 3)."""
+    return images[np.arange(4) % len(images)]
 
 
 def _optimizer_state(context: Context) -> dict | None:
