@@ -25,7 +25,7 @@ from fedssl.modality import MODALITIES
 from fedssl.ssl import build_ssl_model
 from fedssl.ssl.base import SSLModel
 from fedssl.state import backbone_arrays, strip_prefix, to_numpy, to_torch
-from fedssl.train import RoundPosition, collapse_check, train_local
+from fedssl.train import RoundPosition, collapse_check, sample_views, train_local
 
 log = logging.getLogger(__name__)
 app = ClientApp()
@@ -80,8 +80,10 @@ def train_round(global_arrays: ArrayRecord, server_round: int, context: Context,
     else:
         # The device picks its batch size, precision, steps and threads within the run's limits.
         profile = measure_device(context.node_config)
+        device = _torch_device(profile.accelerator)
+        sample = sample_views(images, cfg.model, cfg.train, views=modality.views(cfg))
         settings = choose_local_settings(profile, cfg, lambda precision: measure_footprint(
-            model, _footprint_samples(images), cfg.train.optimizer, precision, profile.accelerator))
+            model, sample, cfg.train.optimizer, precision, device))
         torch.set_num_threads(settings.threads)
         train_cfg = replace(cfg.train, batch_size=settings.batch_size, max_steps=settings.max_steps)
         with timer("train_local"):
@@ -89,7 +91,7 @@ def train_round(global_arrays: ArrayRecord, server_round: int, context: Context,
                                  max_samples=cfg.data.max_samples, position=position,
                                  optimizer_state=_optimizer_state(context) if cfg.train.keep_optimizer_state else None,
                                  views=modality.views(cfg), precision=settings.precision,
-                                 device=settings.accelerator)
+                                 device=device)
         if cfg.train.keep_optimizer_state:
             _keep_optimizer_state(context, result.optimizer_state)
         context.state[LOCAL_BACKBONE] = _record(to_numpy(model.backbone.state_dict()))
@@ -143,9 +145,13 @@ def _load_backbone(model: SSLModel, global_backbone: dict[str, torch.Tensor], cf
     return {"fedema-mu": mu}
 
 
-def _footprint_samples(images: np.ndarray) -> np.ndarray:
-    """Four samples to measure activations on (repeated when a device has only 2 or 3)."""
-    return images[np.arange(4) % len(images)]
+def _torch_device(accelerator: str) -> str:
+    """Where to train: CUDA when the device has it; a CUDA profile stated in the node config of a
+    machine without it (a simulated Jetson) trains on the CPU, autocast and all."""
+    if accelerator == "cuda" and not torch.cuda.is_available():
+        log.warning("node config says 'device-accelerator' = 'cuda' but torch sees no CUDA: training on the CPU")
+        return "cpu"
+    return accelerator
 
 
 def _optimizer_state(context: Context) -> dict | None:

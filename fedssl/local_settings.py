@@ -8,8 +8,8 @@ takes the run's batch size, and a CPU keeps float32.
 Training memory is estimated, not guessed: the model's parameters, their gradients and the
 optimiser's state (counted from the real model), plus the activations autograd saves for the
 backward pass, measured by two forward passes of the real model on 2 and 4 of the device's own
-samples (in the chosen precision). The difference gives the bytes per sample; what does not grow
-with the batch (weights saved for backward, MoCo's queue) is counted once.
+samples, augmented as in training, in the chosen precision. The difference gives the bytes per
+sample; what does not grow with the batch (weights saved for backward, MoCo's queue) is counted once.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from fedssl.config import RunConfig
@@ -76,28 +75,29 @@ def choose_precision(profile: DeviceProfile, requested: str) -> str:
     return requested
 
 
-def measure_footprint(model: torch.nn.Module, samples: np.ndarray, optimizer: str, precision: str = "fp32",
-                      device: str = "cpu") -> Footprint:
-    """Training memory of ``model`` on ``samples`` (at least 4, the sample axis first) under ``precision``.
+def measure_footprint(model: torch.nn.Module, views: tuple[torch.Tensor, torch.Tensor], optimizer: str,
+                      precision: str = "fp32", device: str = "cpu") -> Footprint:
+    """Training memory of ``model`` on two-view batches like ``views`` (4 samples at least) under ``precision``.
 
-    Works on a copy (on ``device``, where autocast runs as in training), so the model's running
-    statistics, queues and the global RNG are untouched.
+    ``views`` are what training feeds the model (``fedssl.train.sample_views``). Works on a copy
+    (on ``device``, where autocast runs as in training), so the model's running statistics,
+    queues and the global RNG are untouched.
     """
-    if len(samples) < 4:
-        raise ValueError(f"measuring the activation footprint needs 4 samples, got {len(samples)}")
+    view_a, view_b = views
+    if len(view_a) < 4:
+        raise ValueError(f"measuring the activation footprint needs 4 samples, got {len(view_a)}")
     params = list(model.parameters())
     trainable = sum(p.numel() * p.element_size() for p in params if p.requires_grad)
     frozen = sum(p.numel() * p.element_size() for p in params if not p.requires_grad)
     state = trainable * (2 + OPTIMIZER_STATES.get(optimizer, 2)) + frozen  # weights, grads, optimiser state
     probe = copy.deepcopy(model).to(device).train()
     with torch.random.fork_rng(devices=[]):
-        small, large = (_saved_bytes(probe, torch.as_tensor(samples[:n]).float().to(device), precision)
-                        for n in (2, 4))
+        small, large = (_saved_bytes(probe, view_a[:n].to(device), view_b[:n].to(device), precision) for n in (2, 4))
     per_sample = max(0.0, (large - small) / 2)
     return Footprint(fixed_bytes=state + max(0.0, small - 2 * per_sample), bytes_per_sample=per_sample)
 
 
-def _saved_bytes(model: torch.nn.Module, batch: torch.Tensor, precision: str) -> float:
+def _saved_bytes(model: torch.nn.Module, view_a: torch.Tensor, view_b: torch.Tensor, precision: str) -> float:
     """Bytes of the distinct tensors autograd saves for backward in one forward pass of two views."""
     storages: dict[int, int] = {}
 
@@ -107,11 +107,11 @@ def _saved_bytes(model: torch.nn.Module, batch: torch.Tensor, precision: str) ->
         return tensor
 
     dtype = AUTOCAST_DTYPES.get(precision)
-    if dtype is not None and batch.device.type == "cpu":
+    if dtype is not None and view_a.device.type == "cpu":
         dtype = torch.bfloat16  # CPU autocast's half type; fp16 tensors have the same size
-    autocast = torch.autocast(batch.device.type, dtype=dtype) if dtype is not None else nullcontext()
+    autocast = torch.autocast(view_a.device.type, dtype=dtype) if dtype is not None else nullcontext()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
-        model(batch, batch.clone())
+        model(view_a, view_b)
     return float(sum(storages.values()))
 
 

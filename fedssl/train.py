@@ -169,6 +169,19 @@ def train_local(model: SSLModel, images: np.ndarray, model_cfg: ModelConfig, tra
     )
 
 
+def sample_views(images: np.ndarray, model_cfg: ModelConfig, train_cfg: TrainConfig, batch_size: int = 4,
+                 views: ViewSource | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One ``(view_a, view_b)`` batch as training would feed it (samples repeated if too few), RNG untouched.
+
+    What :func:`fedssl.local_settings.measure_footprint` measures activations on.
+    """
+    data = images[np.arange(batch_size) % len(images)]
+    with torch.random.fork_rng(devices=[]):
+        batches = views(data, batch_size, 0) if views is not None else _two_view_batches(
+            data, model_cfg, train_cfg, batch_size, 0)
+        return next(iter(batches))
+
+
 def _two_view_batches(images: np.ndarray, model_cfg: ModelConfig, train_cfg: TrainConfig, batch_size: int,
                       seed: int, transform: ViewTransform | None = None):
     """Endless ``(view_a, view_b)`` batches, epoch after epoch, from the chosen augmentation pipeline."""

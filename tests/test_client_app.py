@@ -12,6 +12,7 @@ from fedssl.device_profile import usable_cpus
 from fedssl.local_settings import measure_footprint
 from fedssl.ssl import build_ssl_model
 from fedssl.state import backbone_arrays
+from fedssl.train import sample_views
 from server_app.reply_metrics import ReplyBounds, check_metrics, read_metrics
 
 SMALL = {"data.max-samples": 64, "train.batch-size": 32}
@@ -143,7 +144,8 @@ def test_the_reply_reports_the_settings_the_device_chose_and_the_server_accepts_
     _, record = _global(cfg)
     node = {"partition-id": 0, "num-partitions": 10}
     images = np.random.default_rng(0).integers(0, 256, (4, 1, 28, 28), dtype=np.uint8)
-    footprint = measure_footprint(build_ssl_model(cfg.ssl, cfg.model), images, "adam", "fp32")
+    views = sample_views(images, cfg.model, cfg.train)
+    footprint = measure_footprint(build_ssl_model(cfg.ssl, cfg.model), views, "adam", "fp32")
     fits = int((0.5 * 100 * 2**20 - footprint.fixed_bytes) // footprint.bytes_per_sample)
     assert 8 <= fits < 32  # the premise: 100 MiB holds fewer than the run's 32 samples
     # Execute

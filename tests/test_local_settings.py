@@ -14,6 +14,7 @@ from fedssl.local_settings import (
     step_cap,
 )
 from fedssl.ssl import build_ssl_model
+from fedssl.train import sample_views
 
 JETSON = DeviceProfile(cpus=6, memory_mb=4096, accelerator="cuda", bf16=True, fp16=True)  # Orin: shared 4 GB
 OLD_GPU = DeviceProfile(cpus=8, memory_mb=16_000, accelerator="cuda", bf16=False, fp16=True)  # e.g. a T4
@@ -23,7 +24,7 @@ THIS_CPU = DeviceProfile(cpus=2, memory_mb=24_000)
 
 def _model_and_samples(cfg):
     images = np.random.default_rng(0).integers(0, 256, (4, 1, 28, 28), dtype=np.uint8)
-    return build_ssl_model(cfg.ssl, cfg.model), images
+    return build_ssl_model(cfg.ssl, cfg.model), sample_views(images, cfg.model, cfg.train)
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +112,18 @@ def test_steps_stay_within_what_the_run_planned_and_threads_follow_the_config():
 def test_bad_device_config_names_key_and_value(key, value):
     with pytest.raises(ValueError, match=f"'{key}' = {value!r}"):
         RunConfig.from_flat({key: value})
+
+
+def test_the_footprint_of_another_modality_is_measured_on_its_training_views():
+    # audio clips are cropped by its views: the raw 1 s clips would not even fit the encoder
+    from fedssl.modality import MODALITIES
+    from tests.test_audio_model import AUDIO_RUN
+
+    cfg = RunConfig.from_flat(AUDIO_RUN)
+    audio = MODALITIES.get("audio")
+    model = build_ssl_model(cfg.ssl, cfg.model, backbone=audio.build_backbone(cfg))
+    clips = np.random.default_rng(0).standard_normal((3, cfg.audio.sample_rate)).astype(np.float32)
+    views = sample_views(clips, cfg.model, cfg.train, views=audio.views(cfg))  # 3 clips, repeated to 4
+    footprint = measure_footprint(model, views, "adam")
+    assert views[0].shape == (4, int(cfg.audio.crop_seconds * cfg.audio.sample_rate))
+    assert footprint.bytes_per_sample > 0 and footprint.fixed_bytes > 4 * sum(p.numel() for p in model.parameters())
