@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from flwr.app import Array, ArrayRecord, Context, RecordDict
 from PIL import Image
 
@@ -16,6 +17,14 @@ from fedssl.train import sample_views
 from server_app.reply_metrics import ReplyBounds, check_metrics, read_metrics
 
 SMALL = {"data.max-samples": 64, "train.batch-size": 32}
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """A round sets torch's threads to what the device chose; later tests get theirs back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 def _global(cfg):
@@ -171,3 +180,15 @@ def test_a_device_too_small_for_the_minimum_batch_refuses_to_train():
     with pytest.raises(ValueError, match="device.precision"):  # bf16 asked of a CPU that was not said to have it
         train_round(record, 1, _context({**SMALL, "device.precision": "bf16"},
                                         {"partition-id": 0, "num-partitions": 10, "device-accelerator": "cpu"}))
+
+
+def test_a_simulated_jetson_trains_in_bf16_and_says_so():
+    cfg = RunConfig.from_flat(SMALL)
+    _, record = _global(cfg)
+    jetson = {"partition-id": 0, "num-partitions": 10, "device-accelerator": "cuda", "device-bf16": "true",
+              "device-memory-mb": 4096, "device-cpus": 6}
+    metrics = dict(train_round(record, 1, _context(SMALL, jetson))[reply.METRICS])
+    assert metrics[reply.DEVICE_PRECISION_BITS] == 16 and metrics[reply.DEVICE_BATCH_SIZE] == 32
+    assert metrics[reply.DEVICE_THREADS] == 6 and metrics[reply.DEVICE_MEMORY_MB] == 4096
+    assert metrics[reply.SKIPPED] == 0 and np.isfinite(metrics[reply.LOSS])
+    check_metrics(read_metrics(metrics), ReplyBounds.from_config(cfg))
