@@ -6,6 +6,7 @@ import io
 import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -18,11 +19,13 @@ from client_app.split import register as register_split
 from fedssl import reply
 from fedssl.config import RunConfig
 from fedssl.device_merge import fedema, fedema_scale, fedu
+from fedssl.device_profile import measure_device
+from fedssl.local_settings import PRECISION_BITS, choose_local_settings, measure_footprint
 from fedssl.modality import MODALITIES
 from fedssl.ssl import build_ssl_model
 from fedssl.ssl.base import SSLModel
 from fedssl.state import backbone_arrays, strip_prefix, to_numpy, to_torch
-from fedssl.train import RoundPosition, collapse_check, train_local
+from fedssl.train import RoundPosition, collapse_check, sample_views, train_local
 
 log = logging.getLogger(__name__)
 app = ClientApp()
@@ -75,11 +78,20 @@ def train_round(global_arrays: ArrayRecord, server_round: int, context: Context,
         metrics = {k: 0.0 for k in reply.METRIC_KEYS} | {reply.SKIPPED: 1.0, reply.PARTITION_ID: partition_id,
                                                        reply.NUM_PARTITIONS: num_partitions}
     else:
+        # The device picks its batch size, precision, steps and threads within the run's limits.
+        profile = measure_device(context.node_config)
+        device = _torch_device(profile.accelerator)
+        sample = sample_views(images, cfg.model, cfg.train, views=modality.views(cfg))
+        settings = choose_local_settings(profile, cfg, lambda precision: measure_footprint(
+            model, sample, cfg.train.optimizer, precision, device))
+        torch.set_num_threads(settings.threads)
+        train_cfg = replace(cfg.train, batch_size=settings.batch_size, max_steps=settings.max_steps)
         with timer("train_local"):
-            result = train_local(model, images, cfg.model, cfg.train, seed=cfg.seed + server_round,
+            result = train_local(model, images, cfg.model, train_cfg, seed=cfg.seed + server_round,
                                  max_samples=cfg.data.max_samples, position=position,
                                  optimizer_state=_optimizer_state(context) if cfg.train.keep_optimizer_state else None,
-                                 views=modality.views(cfg))
+                                 views=modality.views(cfg), precision=settings.precision,
+                                 device=device)
         if cfg.train.keep_optimizer_state:
             _keep_optimizer_state(context, result.optimizer_state)
         context.state[LOCAL_BACKBONE] = _record(to_numpy(model.backbone.state_dict()))
@@ -99,6 +111,9 @@ def train_round(global_arrays: ArrayRecord, server_round: int, context: Context,
             reply.RANKME: rankme, reply.STEPS: float(result.steps), reply.SECONDS: result.seconds,
             reply.EXAMPLES_PER_S: result.examples_per_s, reply.PEAK_MEM_MB: result.peak_mem_mb,
             reply.SKIPPED: 0.0, reply.PARTITION_ID: partition_id, reply.NUM_PARTITIONS: num_partitions,
+            reply.DEVICE_BATCH_SIZE: float(min(settings.batch_size, len(images))),
+            reply.DEVICE_PRECISION_BITS: float(PRECISION_BITS[settings.precision]),
+            reply.DEVICE_THREADS: float(settings.threads), reply.DEVICE_MEMORY_MB: profile.memory_mb,
         }
         metrics = falsify(metrics, mode, honest)
     log.info("round %d (%d torch threads): %s %s", server_round, torch.get_num_threads(), metrics, merge_metrics)
@@ -128,6 +143,15 @@ def _load_backbone(model: SSLModel, global_backbone: dict[str, torch.Tensor], cf
     merged, mu = fedema(local, global_backbone, scale)
     model.backbone.load_state_dict(merged, strict=True)
     return {"fedema-mu": mu}
+
+
+def _torch_device(accelerator: str) -> str:
+    """Where to train: CUDA when the device has it; a CUDA profile stated in the node config of a
+    machine without it (a simulated Jetson) trains on the CPU, autocast and all."""
+    if accelerator == "cuda" and not torch.cuda.is_available():
+        log.warning("node config says 'device-accelerator' = 'cuda' but torch sees no CUDA: training on the CPU")
+        return "cpu"
+    return accelerator
 
 
 def _optimizer_state(context: Context) -> dict | None:

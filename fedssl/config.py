@@ -29,6 +29,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
 AUGMENTATIONS = ("batched", "per-sample")
 READOUTS = ("pool", "block3")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> str:
@@ -184,6 +185,16 @@ class SplitConfig:
 
 
 @dataclass(frozen=True)
+class DeviceConfig:
+    """Limits within which each device picks its own batch size, precision and threads (fedssl.local_settings)."""
+
+    precision: str = "auto"  # "auto": bf16 on CUDA with bf16, fp16 on other CUDA, fp32 on CPU; or one of PRECISIONS
+    memory_fraction: float = 0.5  # of the device's memory that local training's estimate may fill
+    min_batch_size: int = 8  # (or train.batch-size if smaller) a device that cannot fit it refuses to train
+    threads: int = 0  # torch threads; 0: the cores this device may use (affinity and cgroup quota)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     mode: str = "full"  # fedssl.registry.MODES: "full" (every device trains the whole backbone) or "split"
     num_rounds: int = 12
@@ -208,6 +219,7 @@ class RunConfig:
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
 
     @classmethod
     def from_flat(cls, flat: Mapping[str, Any]) -> RunConfig:
@@ -219,7 +231,7 @@ class RunConfig:
         return _flatten(self, prefix="")
 
 
-_GROUP_KEYS = {"model", "ssl", "train", "data", "audio", "video", "eval", "aggregation", "filter", "split"}
+_GROUP_KEYS = {"model", "ssl", "train", "data", "audio", "video", "eval", "aggregation", "filter", "split", "device"}
 
 
 def _key(prefix: str, name: str) -> str:
@@ -422,6 +434,10 @@ def _validate(cfg: RunConfig) -> RunConfig:
     _in_range("filter.norm-history", cfg.filter.norm_history, 1, 1000)
     _in_range("filter.min-cosine", cfg.filter.min_cosine, -1.0, 1.0)
     _validate_split(cfg)
+    _choice("device.precision", cfg.device.precision, PRECISIONS)
+    _in_range("device.memory-fraction", cfg.device.memory_fraction, 0.01, 1.0)
+    _in_range("device.min-batch-size", cfg.device.min_batch_size, 2)
+    _in_range("device.threads", cfg.device.threads, 0, 1024)
     return cfg
 
 

@@ -13,6 +13,7 @@ import math
 import resource
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -90,7 +91,8 @@ def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch
 def train_local(model: SSLModel, images: np.ndarray, model_cfg: ModelConfig, train_cfg: TrainConfig,
                 seed: int, max_samples: int = 0, *, position: RoundPosition = RoundPosition(),
                 optimizer_state: dict[str, Any] | None = None, on_step: StepHook | None = None,
-                transform: ViewTransform | None = None, views: ViewSource | None = None) -> LocalResult:
+                transform: ViewTransform | None = None, views: ViewSource | None = None,
+                precision: str = "fp32", device: str = "cpu") -> LocalResult:
     """Run ``local_epochs`` of SSL on ``images`` (uint8 ``(N, C, H, W)``, or any samples ``views`` accepts).
 
     Each epoch visits a random sample of ``max_samples`` images (all if 0) in batches of
@@ -99,7 +101,8 @@ def train_local(model: SSLModel, images: np.ndarray, model_cfg: ModelConfig, tra
     moments; the result carries the new state. Hooks for benchmarks and experiments: ``on_step``
     is called after every optimiser step; ``transform`` (one random view of a uint8 image) replaces
     the configured augmentation; ``views`` (another modality's two-view batches, e.g. audio clips)
-    replaces the image pipeline altogether.
+    replaces the image pipeline altogether. ``precision`` "bf16"/"fp16" runs the forward pass under
+    autocast (fp16 with a gradient scaler) on ``device`` ("cpu" or "cuda"); the model comes back on the CPU.
     Raises:
         ValueError: if there are fewer than 2 images (no pair to contrast).
         FloatingPointError: if the loss stops being finite.
@@ -115,7 +118,9 @@ def train_local(model: SSLModel, images: np.ndarray, model_cfg: ModelConfig, tra
     if train_cfg.max_steps:
         steps_per_round = min(steps_per_round, train_cfg.max_steps)
     memory_format = torch.channels_last if train_cfg.channels_last else torch.contiguous_format
-    model.to(memory_format=memory_format)
+    model.to(device=device, memory_format=memory_format)
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    scaler = torch.amp.GradScaler(device, enabled=precision == "fp16")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, train_cfg)
     if optimizer_state is not None:
@@ -133,21 +138,24 @@ def train_local(model: SSLModel, images: np.ndarray, model_cfg: ModelConfig, tra
         lr = learning_rate(train_cfg, position, step, steps_per_round)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        view_a, view_b = view_a.to(device), view_b.to(device)
         if view_a.dim() == 4:  # image batches; a waveform (batch, samples) has no channels-last layout
             view_a = view_a.contiguous(memory_format=memory_format)
             view_b = view_b.contiguous(memory_format=memory_format)
-        loss = model(view_a, view_b)
+        with torch.autocast(device, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext():
+            loss = model(view_a, view_b)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"local loss became {float(loss)} at step {step}")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         model.after_step()
         losses.append(loss.item())
         seen += len(view_a)
         if on_step is not None:
             on_step(step, losses[-1])
-    model.to(memory_format=torch.contiguous_format)
+    model.to(device="cpu", memory_format=torch.contiguous_format)
     seconds = time.perf_counter() - start
     return LocalResult(
         loss=float(np.mean(losses)),
@@ -159,6 +167,19 @@ def train_local(model: SSLModel, images: np.ndarray, model_cfg: ModelConfig, tra
         lr=lr,
         optimizer_state=optimizer.state_dict(),
     )
+
+
+def sample_views(images: np.ndarray, model_cfg: ModelConfig, train_cfg: TrainConfig, batch_size: int = 4,
+                 views: ViewSource | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One ``(view_a, view_b)`` batch as training would feed it (samples repeated if too few), RNG untouched.
+
+    What :func:`fedssl.local_settings.measure_footprint` measures activations on.
+    """
+    data = images[np.arange(batch_size) % len(images)]
+    with torch.random.fork_rng(devices=[]):
+        batches = views(data, batch_size, 0) if views is not None else _two_view_batches(
+            data, model_cfg, train_cfg, batch_size, 0)
+        return next(iter(batches))
 
 
 def _two_view_batches(images: np.ndarray, model_cfg: ModelConfig, train_cfg: TrainConfig, batch_size: int,

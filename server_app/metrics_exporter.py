@@ -42,6 +42,12 @@ DEVICE_GAUGES = (
     ("peak_memory_bytes", "Peak resident memory of the device's ClientApp", reply.PEAK_MEM_MB, MIB),
     ("z_std", "Embedding std x sqrt(dim) on the device's images (1 healthy, 0 collapsed)", reply.Z_STD, 1.0),
     ("rankme", "Effective rank of the device's embeddings (1 collapsed)", reply.RANKME, 1.0),
+    ("batch_size", "Batch size the device chose for itself (train.batch-size capped by its memory)",
+     reply.DEVICE_BATCH_SIZE, 1.0),
+    ("precision_bits", "Arithmetic the device trained in: 32 (fp32) or 16 (bf16/fp16 autocast)",
+     reply.DEVICE_PRECISION_BITS, 1.0),
+    ("threads", "Torch threads the device trained with", reply.DEVICE_THREADS, 1.0),
+    ("memory_bytes", "Memory the device measured (or was told) it has", reply.DEVICE_MEMORY_MB, MIB),
 )
 
 

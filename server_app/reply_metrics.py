@@ -92,6 +92,13 @@ def check_metrics(metrics: Mapping[str, float], bounds: ReplyBounds) -> None:
     _integer(reply.NUM_PARTITIONS, metrics[reply.NUM_PARTITIONS], 0, None)
     partitions = metrics[reply.NUM_PARTITIONS]
     _integer(reply.PARTITION_ID, metrics[reply.PARTITION_ID], -1, partitions - 1 if partitions else None)
+    # What the device chose (0: not reported): never a batch above the run's, 16- or 32-bit arithmetic.
+    _integer(reply.DEVICE_BATCH_SIZE, metrics[reply.DEVICE_BATCH_SIZE], 0, bounds.batch_size)
+    if metrics[reply.DEVICE_PRECISION_BITS] not in (0.0, 16.0, 32.0):
+        raise RejectedUpdate(BOUNDS, f"{reply.DEVICE_PRECISION_BITS} = {metrics[reply.DEVICE_PRECISION_BITS]!r} "
+                                     "is not 16 or 32")
+    _integer(reply.DEVICE_THREADS, metrics[reply.DEVICE_THREADS], 0, None)
+    _between(reply.DEVICE_MEMORY_MB, metrics[reply.DEVICE_MEMORY_MB], 0.0, None)
 
 
 def partition_of(record: Mapping[str, Any] | None) -> float:

@@ -2,16 +2,29 @@
 
 import numpy as np
 import pytest
+import torch
 from flwr.app import Array, ArrayRecord, Context, RecordDict
 from PIL import Image
 
 from client_app.app import LOCAL_BACKBONE, train_round
 from fedssl import reply
 from fedssl.config import RunConfig
+from fedssl.device_profile import usable_cpus
+from fedssl.local_settings import measure_footprint
 from fedssl.ssl import build_ssl_model
 from fedssl.state import backbone_arrays
+from fedssl.train import sample_views
+from server_app.reply_metrics import ReplyBounds, check_metrics, read_metrics
 
 SMALL = {"data.max-samples": 64, "train.batch-size": 32}
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """A round sets torch's threads to what the device chose; later tests get theirs back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 def _global(cfg):
@@ -132,3 +145,50 @@ def test_the_timer_hook_times_training_and_the_collapse_check():
     content = train_round(record, 1, _context(SMALL, {"partition-id": 0, "num-partitions": 10}), timer=Phase)
     assert entered == ["train_local", "/train_local", "collapse_check", "/collapse_check"]
     assert content[reply.METRICS][reply.STEPS] == 2
+
+
+def test_the_reply_reports_the_settings_the_device_chose_and_the_server_accepts_them():
+    # Prepare: one device as it is, one told it has 100 MiB (a simulated small board)
+    cfg = RunConfig.from_flat(SMALL)
+    _, record = _global(cfg)
+    node = {"partition-id": 0, "num-partitions": 10}
+    images = np.random.default_rng(0).integers(0, 256, (4, 1, 28, 28), dtype=np.uint8)
+    views = sample_views(images, cfg.model, cfg.train)
+    footprint = measure_footprint(build_ssl_model(cfg.ssl, cfg.model), views, "adam", "fp32")
+    fits = int((0.5 * 100 * 2**20 - footprint.fixed_bytes) // footprint.bytes_per_sample)
+    assert 8 <= fits < 32  # the premise: 100 MiB holds fewer than the run's 32 samples
+    # Execute
+    plain = dict(train_round(record, 1, _context(SMALL, node))[reply.METRICS])
+    small = dict(train_round(record, 1, _context(SMALL, {**node, "device-memory-mb": 100}))[reply.METRICS])
+    # Assert
+    assert set(plain) == set(small) == set(reply.METRIC_KEYS)
+    assert plain[reply.DEVICE_BATCH_SIZE] == 32 and plain[reply.DEVICE_PRECISION_BITS] == 32
+    assert plain[reply.DEVICE_THREADS] == usable_cpus() and plain[reply.DEVICE_MEMORY_MB] > 100
+    assert small[reply.DEVICE_BATCH_SIZE] == fits and small[reply.DEVICE_MEMORY_MB] == 100
+    assert small[reply.NUM_EXAMPLES] == fits * small[reply.STEPS]  # it trained on the batches it chose
+    assert small[reply.STEPS] == plain[reply.STEPS] == 2  # and no more steps than the run planned
+    bounds = ReplyBounds.from_config(cfg)
+    for metrics in (plain, small):
+        check_metrics(read_metrics(metrics), bounds)  # the server's screening accepts both
+
+
+def test_a_device_too_small_for_the_minimum_batch_refuses_to_train():
+    cfg = RunConfig.from_flat(SMALL)
+    _, record = _global(cfg)
+    with pytest.raises(ValueError, match="device.min-batch-size"):
+        train_round(record, 1, _context(SMALL, {"partition-id": 0, "num-partitions": 10, "device-memory-mb": 40}))
+    with pytest.raises(ValueError, match="device.precision"):  # bf16 asked of a CPU that was not said to have it
+        train_round(record, 1, _context({**SMALL, "device.precision": "bf16"},
+                                        {"partition-id": 0, "num-partitions": 10, "device-accelerator": "cpu"}))
+
+
+def test_a_simulated_jetson_trains_in_bf16_and_says_so():
+    cfg = RunConfig.from_flat(SMALL)
+    _, record = _global(cfg)
+    jetson = {"partition-id": 0, "num-partitions": 10, "device-accelerator": "cuda", "device-bf16": "true",
+              "device-memory-mb": 4096, "device-cpus": 6}
+    metrics = dict(train_round(record, 1, _context(SMALL, jetson))[reply.METRICS])
+    assert metrics[reply.DEVICE_PRECISION_BITS] == 16 and metrics[reply.DEVICE_BATCH_SIZE] == 32
+    assert metrics[reply.DEVICE_THREADS] == 6 and metrics[reply.DEVICE_MEMORY_MB] == 4096
+    assert metrics[reply.SKIPPED] == 0 and np.isfinite(metrics[reply.LOSS])
+    check_metrics(read_metrics(metrics), ReplyBounds.from_config(cfg))

@@ -72,7 +72,8 @@ def scrape(exporter: MetricsExporter) -> dict[tuple[str, tuple], float]:
 def client(node: int, partition: float, **overrides: float) -> dict:
     return {"node_id": node, "num-examples": 100.0, "loss": 2.0, "z-std": 0.8, "rankme": 30.0, "steps": 2.0,
             "seconds": 4.0, "examples-per-s": 25.0, "peak-mem-mb": 300.0, "skipped": 0.0,
-            "partition-id": partition, **overrides}
+            "partition-id": partition, "device-batch-size": 64.0, "device-precision-bits": 16.0,
+            "device-threads": 6.0, "device-memory-mb": 4096.0, **overrides}
 
 
 def round_entry(number: int, clients: list[dict], excluded: list[tuple[int, float, str]]) -> RoundRecord:
@@ -119,6 +120,11 @@ def test_exporter_counts_rounds_replies_and_exclusions_by_reason():
     assert got[("fedssl_global_model_norm", ())] == pytest.approx(math.sqrt(12 * 4.0))  # int array left out
     assert got[("fedssl_device_excluded_total", (("device", "p2"), ("reason", "collapse")))] == 2
     assert got[("fedssl_device_peak_memory_bytes", (("device", "p0"),))] == 300 * 2 ** 20
+    # what each device chose for itself (fedssl.local_settings)
+    assert got[("fedssl_device_batch_size", (("device", "p0"),))] == 64
+    assert got[("fedssl_device_precision_bits", (("device", "p0"),))] == 16
+    assert got[("fedssl_device_threads", (("device", "p1"),))] == 6
+    assert got[("fedssl_device_memory_bytes", (("device", "p1"),))] == 4096 * 2 ** 20
     assert got[("fedssl_client_z_std_count", ())] == 6
     assert got[("fedssl_client_z_std_bucket", (("le", "0.05"),))] == 1  # the collapsed reply of round 1
     assert got[("fedssl_run_info", (("aggregation", "fedavg"), ("client_update", "none"), ("encoder", "smallcnn"),
@@ -159,6 +165,8 @@ def test_device_labels_are_capped_and_absent_devices_lose_their_gauges():
     assert got[("fedssl_device_last_round", (("device", "p1"),))] == 1
     assert ("fedssl_device_loss", (("device", "p1"),)) not in got
     assert got[("fedssl_device_loss", (("device", "p0"),))] == 2.0
+    chosen = {dict(labels)["device"] for name, labels in got if name == "fedssl_device_batch_size"}
+    assert chosen == {"p0"}  # the settings gauges follow the same cap and removal
     assert got[("fedssl_client_rankme_count", ())] == 6  # capped devices still count in the distributions
 
 

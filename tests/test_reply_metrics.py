@@ -45,6 +45,11 @@ def test_bounds_follow_from_the_run_config():
     ({reply.SKIPPED: 0.5}, BOUNDS),
     ({reply.PARTITION_ID: 3.0, reply.NUM_PARTITIONS: 2.0}, BOUNDS),
     ({reply.PARTITION_ID: -2.0}, BOUNDS),
+    ({reply.DEVICE_BATCH_SIZE: 129.0}, BOUNDS),  # a device picks within train.batch-size, never above
+    ({reply.DEVICE_BATCH_SIZE: 31.5}, BOUNDS),
+    ({reply.DEVICE_PRECISION_BITS: 8.0}, BOUNDS),
+    ({reply.DEVICE_THREADS: -1.0}, BOUNDS),
+    ({reply.DEVICE_MEMORY_MB: -5.0}, BOUNDS),
 ])
 def test_out_of_bounds_metrics_are_rejected(changes, reason):
     bounds = ReplyBounds.from_config(RunConfig.from_flat({"model.embedding-dim": 128, "model.readout": "pool"}))

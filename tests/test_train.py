@@ -53,3 +53,23 @@ def test_both_augmentation_pipelines_train_the_configured_steps(augmentation):
     result = train_local(model, np.array(images[:40]), cfg.model, cfg.train, seed=0)
     assert result.steps == 2 and result.num_examples == 32 and np.isfinite(result.loss)
     assert any(not torch.equal(before[k], v) for k, v in model.backbone.state_dict().items())
+
+
+@pytest.mark.parametrize(("precision", "dtype"), [("fp32", torch.float32), ("bf16", torch.bfloat16),
+                                                  ("fp16", torch.float16)])
+def test_the_forward_pass_runs_in_the_chosen_precision_and_weights_stay_float32(precision, dtype):
+    # Prepare: record the dtype the first convolution computes in
+    cfg = RunConfig.from_flat({"train.batch-size": 16, "train.max-steps": 2})
+    images, _ = load_fashion_mnist("train")
+    torch.manual_seed(0)
+    model = build_ssl_model(cfg.ssl, cfg.model)
+    conv = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    seen: list[torch.dtype] = []
+    conv.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    before = {k: v.detach().clone() for k, v in model.backbone.named_parameters()}
+    # Execute
+    result = train_local(model, np.array(images[:40]), cfg.model, cfg.train, seed=0, precision=precision)
+    # Assert: autocast computed in `dtype` (fp16 with a gradient scaler), the weights trained and stayed fp32
+    assert set(seen) == {dtype} and result.steps == 2 and np.isfinite(result.loss)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert any(not torch.equal(before[k], v) for k, v in model.backbone.named_parameters())  # a step was taken

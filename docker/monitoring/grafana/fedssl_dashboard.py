@@ -198,6 +198,13 @@ def devices() -> list:
                query(f"fedssl_device_train_duration_seconds{{{DEV}}}", "{{device}}"), width=6),
         series("Peak memory per device", "Peak resident memory of each device's ClientApp.", "bytes",
                query(f"fedssl_device_peak_memory_bytes{{{DEV}}}", "{{device}}"), width=6),
+        series("Batch size each device chose", "train.batch-size capped by what fits in device.memory-fraction "
+               "of the device's memory (fedssl.local_settings).", "none",
+               query(f"fedssl_device_batch_size{{{DEV}}}", "{{device}}")),
+        series("Precision and threads per device", "Bits of the arithmetic each device trained in (32 fp32, "
+               "16 bf16/fp16 autocast) and its torch threads.", "none",
+               query(f"fedssl_device_precision_bits{{{DEV}}}", "{{device}} bits"),
+               query(f"fedssl_device_threads{{{DEV}}}", "{{device}} threads")),
     ]
 
 
