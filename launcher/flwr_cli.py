@@ -58,6 +58,10 @@ TINY_VIDEO_RUN: dict[str, Any] = {  # seconds per round on 2 cores; add "video.c
 _ITEM = re.compile(r"""(?P<key>[^\s=]+)=(?P<value>'[^']*'|"[^"]*"|[^\s'"]+)""")  # key=value, the value maybe quoted
 
 
+SLOW_POLL_S = 10.0  # seconds between `flwr ls` while a run is going
+FAST_POLL_S = 1.0  # ... once its metrics.json says it has ended
+
+
 def free_port() -> int:
     """A TCP port that nothing listens on right now (127.0.0.1)."""
     with socket.socket() as s:
@@ -183,16 +187,34 @@ class FlwrConnection:
     def wait(self, run_id: int, timeout: float = 600) -> str:
         """Poll until the run is finished; returns its status (``flwr run --stream`` exits 0 even on failure).
 
+        Each ``flwr ls`` is a new Python process (about 2 s of CPU here), so Flower is asked every
+        ``SLOW_POLL_S`` only, and every ``FAST_POLL_S`` once the run's own metrics.json says it ended
+        (the ServerApp writes that just before it exits); a crashed run is still seen by the slow poll.
+
         Raises:
             TimeoutError: if it is still running after ``timeout`` seconds.
         """
-        deadline, status = time.monotonic() + timeout, ""
+        deadline, status, asked = time.monotonic() + timeout, "", -float("inf")
         while time.monotonic() < deadline:
-            status = self.status(run_id)
-            if status.startswith("finished"):
-                return status
-            time.sleep(2)
+            interval = FAST_POLL_S if self.outputs_say_ended(run_id) else SLOW_POLL_S
+            if time.monotonic() - asked >= interval:
+                status, asked = self.status(run_id), time.monotonic()
+                if status.startswith("finished"):
+                    return status
+            time.sleep(0.5)
         raise TimeoutError(f"run {run_id} not finished after {timeout}s (last status {status!r})")
+
+    def outputs_say_ended(self, run_id: int) -> bool:
+        """Whether a metrics.json under the outputs folder says Flower run ``run_id`` completed or failed."""
+        for path in self.outputs.glob("*/metrics.json"):
+            try:
+                metrics = json.loads(path.read_text())
+            except (OSError, ValueError):  # being replaced right now: look again next time
+                continue
+            events = metrics.get("events") or [{}]
+            if metrics.get("status") in ("completed", "failed") and events[-1].get("flower_run_id") == run_id:
+                return True
+        return False
 
     def run(self, run_config: dict[str, Any], *extra: str, timeout: float = 600) -> Path:
         """Submit, wait, insist on ``finished:completed``; returns ``<outputs>/<run-id>``.
