@@ -58,7 +58,6 @@ def test_a_run_over_tls_with_node_auth_watched_by_prometheus_survives_a_lost_sup
     # One run covers both stories (each compose run costs minutes on 2 cores): round 1 from both
     # SuperNodes over TLS with node auth, then supernode-1 stops for good and the run goes on.
     assert sorted(n["status"] for n in stack.nodes()) == ["online", "online"]
-    seen: list[float] = []
     first_round: list[float] = []
     started = time.monotonic()
 
@@ -68,7 +67,6 @@ def test_a_run_over_tls_with_node_auth_watched_by_prometheus_survives_a_lost_sup
     run_id = stack.submit({**COMPOSE_RUN, "num-rounds": 3, "min-train-nodes": 1, "round-timeout": 600.0})
 
     def poll() -> None:
-        seen.extend(float(r["value"][1]) for r in stack.prometheus("fedssl_rounds_completed_total"))
         if not first_round and (stack.metrics(run_id) or {}).get("rounds"):
             first_round.append(time.monotonic())
             stack.run("stop", "-t", "10", "supernode-1", "superexec-clientapp-1")
@@ -90,11 +88,14 @@ def test_a_run_over_tls_with_node_auth_watched_by_prometheus_survives_a_lost_sup
     listing = stack.run("exec", "-T", "superexec-serverapp", "ls", f"/outputs/{run_id}").stdout.split()
     assert {"metrics.json", "checkpoint.pt", "encoder.pt"} <= set(listing)
     assert sorted(n["status"] for n in stack.nodes()) == ["offline", "online"]
-    deadline = time.monotonic() + 60  # the exporter lingers after the last round until a scrape saw it
-    while 3.0 not in seen and time.monotonic() < deadline:
-        poll()
+    # The exporter lingers after the last round until a scrape saw it, then the series goes stale:
+    # ask for the highest value Prometheus stored, not for the value "now".
+    query, scraped = "max_over_time(fedssl_rounds_completed_total[30m])", []
+    deadline = time.monotonic() + 60
+    while 3.0 not in scraped and time.monotonic() < deadline:
+        scraped = [float(r["value"][1]) for r in stack.prometheus(query)]
         time.sleep(2)
-    assert 3.0 in seen, f"Prometheus never scraped the final round: {seen}\n{stack.logs('prometheus')}"
+    assert 3.0 in scraped, f"Prometheus never scraped the final round: {scraped}\n{stack.logs('prometheus')}"
     stack.up("supernode-1", "superexec-clientapp-1")  # leave the stack whole for the next tests
     stack.wait_online(2)
 
