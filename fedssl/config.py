@@ -155,6 +155,9 @@ class AggregationConfig:
     beta: float = 0.0  # fedvssl: SWA weight of the previous global model
     trim_fraction: float = 0.2
     krum_byzantine: int = 1
+    # fold each reply into a running aggregate as it arrives (rules with a fold: fedavg, fairavg, loss,
+    # fedvssl, ldawa); the robust rules always collect the round's replies
+    streaming: bool = True
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from fedssl.state import backbone_arrays
 from server_app.evaluation import RoundEvaluator
 from server_app.metrics_exporter import MetricsExporter
 from server_app.outputs import CHECKPOINT, RunOutputs
+from server_app.reply_stream import StreamingGrid
 from server_app.split_loop import SplitTrainer, run_split
 from server_app.strategy import FedSSL
 from server_app.verification import CollapseVerifier
@@ -81,10 +82,10 @@ def main(grid: Grid, context: Context) -> None:
         strategy.guard.load_state(checkpoint.get("step_guard", {}))
     evaluator = RoundEvaluator(cfg, strategy, outputs, tasks, observers=_observers(cfg, strategy, context.run_id))
 
-    # 3. Flower runs the rounds that are left.
+    # 3. Flower runs the rounds that are left; a rule with a fold gets each reply as it arrives.
     if done < cfg.num_rounds:
         strategy.start(
-            grid=grid,
+            grid=StreamingGrid(grid) if strategy.fold_builder is not None else grid,
             initial_arrays=ArrayRecord(array_dict={k: Array(v) for k, v in arrays.items()}),
             num_rounds=cfg.num_rounds - done,
             timeout=cfg.round_timeout,

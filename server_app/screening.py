@@ -118,6 +118,7 @@ class ClientUpdate:
     metrics: dict[str, float] = field(default_factory=dict)
     norm: float = 0.0  # L2 size of the step from the global model (after clipping, if it was clipped)
     clipped: bool = False
+    report: dict[str, Any] = field(default_factory=dict)  # its client report in the round record
 
     @property
     def num_examples(self) -> float:
@@ -172,6 +173,54 @@ def check_norms(norms: Mapping[int, float], max_ratio: float) -> dict[int, Rejec
     limit = max_ratio * max(median, 1e-12)
     return {node: RejectedUpdate(NORM, f"update norm {n:.3g} > {max_ratio:g} x median {median:.3g}")
             for node, n in norms.items() if n > limit}
+
+
+class NormReference:
+    """The norm screen of a streamed round, where the round's median is not known until its last reply.
+
+    Each update is judged against ``max_ratio`` x a median known before it arrives: the median accepted
+    step norm of recent rounds (the step guard's history). A round with no history (the first) holds its
+    first :attr:`WARMUP` candidates (so at most that many updates are held), takes their median, judges
+    them, and streams the rest against it; with fewer candidates than that in the whole round there is
+    no norm screen, as for a collected round (a median of two says nothing about which one is the outlier).
+    """
+
+    WARMUP = 3
+
+    def __init__(self, max_ratio: float, history_median: float | None) -> None:
+        self.max_ratio = max_ratio
+        self.median = history_median
+        self.warmup_norms: list[float] = []  # the first candidates' norms when there was no history
+        self._held: list[Any] = []
+
+    def admit(self, candidate: Any) -> list[Any]:
+        """The candidates ready to be judged now: this one, or the held ones once the median is known."""
+        if self.median is not None:
+            return [candidate]
+        self._held.append(candidate)
+        if len(self._held) < self.WARMUP:
+            return []
+        self.warmup_norms = [c.norm for c in self._held]
+        self.median = float(np.median(self.warmup_norms))
+        ready, self._held = self._held, []
+        return ready
+
+    def flush(self) -> list[Any]:
+        """What is still held at the end of the round (fewer than :attr:`WARMUP`: judged without a norm screen)."""
+        ready, self._held = self._held, []
+        self.warmup_norms = [c.norm for c in ready] if self.median is None else self.warmup_norms
+        return ready
+
+    def check(self, norm: float) -> None:
+        """Raises:
+            RejectedUpdate: ``norm``, if ``norm`` is above ``max_ratio`` x the reference median.
+        """
+        if self.median is None:
+            return
+        limit = self.max_ratio * max(self.median, 1e-12)
+        if norm > limit:
+            raise RejectedUpdate(NORM, f"update norm {norm:.3g} > {self.max_ratio:g} x reference median "
+                                       f"{self.median:.3g}")
 
 
 def check_collapse(metrics: Mapping[str, float], cfg: FilterConfig, embedding_dim: int) -> None:

@@ -65,6 +65,10 @@ class StepGuard:
             return self.clip_ratio * float(np.median(self._medians))
         return self.clip_ratio * float(np.median(round_norms)) if len(round_norms) >= 3 else None
 
+    def recent_median(self) -> float | None:
+        """The median accepted step norm of recent rounds (None before the first aggregated round)."""
+        return float(np.median(self._medians)) if self._medians else None
+
     def check_direction(self, update: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
                         norm: float) -> float | None:
         """Cosine of the update's step with the previous global step (None when there is none to compare).

@@ -101,3 +101,57 @@ def test_fedvssl_paper_preset_is_the_papers_swa_of_the_mix():
     loss_w = sum(w * u["w"] for w, u in zip(weights, UPDATES)) / weights.sum()
     mixed = 0.9 * fedavg_w + 0.1 * loss_w
     np.testing.assert_allclose(rule(UPDATES, N, LOSSES, PREV)["w"], (PREV["w"] + mixed) / 2, rtol=1e-5)
+
+
+@pytest.mark.parametrize("rule", ["fedavg", "fairavg", "loss", "fedvssl", "ldawa"])
+def test_every_streamable_rule_folds_one_update_at_a_time_to_its_batch_result_in_any_order(rule):
+    """What a streamed round computes (each reply folded as it arrives, arrival order unknown) is the rule."""
+    from server_app.aggregation import FOLDS
+
+    cfg = AggregationConfig(rule=rule, alpha=0.3, beta=0.25)
+    rng = np.random.default_rng(1)
+    updates = [{"w": rng.normal(size=(3, 2)).astype(np.float32), "n": np.array(k, np.int64)} for k in range(6)]
+    n, losses = [float(k + 1) for k in range(6)], [float(v) for v in rng.uniform(0.1, 3.0, 6)]
+    previous = {"w": rng.normal(size=(3, 2)).astype(np.float32), "n": np.array(0, np.int64)}
+    expected = build_rule(cfg)(updates, n, losses, previous)
+    fold = FOLDS.get(rule)(cfg)(previous)
+    for k in (4, 0, 5, 2, 1, 3):
+        fold.add(updates[k], n[k], losses[k])
+    got = fold.result()
+    np.testing.assert_allclose(got["w"], expected["w"], rtol=1e-5, atol=1e-6)
+    assert got["w"].dtype == np.float32 and int(got["n"]) == int(expected["n"])
+
+
+def test_loss_weights_fold_without_overflow_whatever_the_order_of_losses():
+    """exp(-L) of a loss of 0 after one of 900 overflows unless the fold rescales (an online softmax)."""
+    from server_app.aggregation.loss_weighted import LossWeighted
+
+    fold = LossWeighted(PREV)
+    for update, loss in ((A, 900.0), (B, 0.0), (C, 1.0)):
+        fold.add(update, 1.0, loss)
+    w = np.exp(-np.array([900.0, 0.0, 1.0]))
+    np.testing.assert_allclose(fold.result()["w"], (w[0] * A["w"] + w[1] * B["w"] + w[2] * C["w"]) / w.sum(),
+                               rtol=1e-6)
+    assert np.isfinite(fold.result()["w"]).all()
+
+
+def test_an_unusable_weight_is_refused_before_anything_is_folded():
+    from server_app.aggregation.base import WeightedSum
+
+    total = WeightedSum(PREV)
+    total.add(A, 1.0)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="weight"):
+            total.add(B, bad)
+    np.testing.assert_allclose(total.mean()["w"], A["w"])  # B left no trace
+    with pytest.raises(ValueError, match="no updates"):
+        WeightedSum(PREV).mean()
+
+
+def test_only_rules_with_a_fold_stream():
+    from server_app.aggregation import FOLDS, RULES, build_fold
+
+    assert set(FOLDS.names()) == set(RULES.names()) - {"fedmedian", "trimmedavg", "krum"}
+    assert build_fold(AggregationConfig(rule="fedavg")) is not None
+    assert build_fold(AggregationConfig(rule="krum")) is None  # needs every update at once
+    assert build_fold(AggregationConfig(rule="fedavg", streaming=False)) is None

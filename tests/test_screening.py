@@ -1,5 +1,7 @@
 """Server-side screening of client updates: structure, values, norms, collapse."""
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 from flwr.app import Array
@@ -119,3 +121,36 @@ def test_collapse_filter_uses_both_thresholds_and_can_be_switched_off():
             check_collapse(metrics, cfg, embedding_dim=128)
         assert err.value.reason == COLLAPSE
     check_collapse({reply.Z_STD: 0.0, reply.RANKME: 1.0}, FilterConfig(enabled=False), embedding_dim=128)
+
+
+@dataclass
+class Candidate:
+    norm: float
+
+
+def test_a_streamed_norm_screen_holds_the_first_three_of_a_round_without_history():
+    from server_app.screening import NormReference
+
+    reference = NormReference(max_ratio=10.0, history_median=None)
+    outlier_first = [Candidate(1e4), Candidate(1.0), Candidate(2.0)]
+    assert reference.admit(outlier_first[0]) == [] and reference.admit(outlier_first[1]) == []
+    assert reference.admit(outlier_first[2]) == outlier_first  # median known: all three judged
+    assert reference.median == 2.0 and reference.admit(Candidate(5.0)) == [Candidate(5.0)]  # then streamed
+    with pytest.raises(RejectedUpdate, match="norm"):
+        reference.check(1e4)
+    reference.check(19.0)
+    assert reference.flush() == []
+
+
+def test_a_streamed_norm_screen_uses_recent_rounds_and_none_for_fewer_than_three():
+    from server_app.screening import NormReference
+
+    with_history = NormReference(max_ratio=10.0, history_median=0.5)
+    assert with_history.admit(Candidate(100.0)) == [Candidate(100.0)]
+    with pytest.raises(RejectedUpdate, match="norm"):
+        with_history.check(100.0)
+    two = NormReference(max_ratio=10.0, history_median=None)
+    assert two.admit(Candidate(1.0)) == [] and two.admit(Candidate(1e6)) == []
+    assert two.flush() == [Candidate(1.0), Candidate(1e6)]
+    two.check(1e6)  # a median of two says nothing: no norm screen, as in a collected round
+    assert two.warmup_norms == [1.0, 1e6]

@@ -32,22 +32,33 @@ def test_the_bound_comes_from_recent_rounds_or_the_first_rounds_own_median():
     assert StepGuard(FilterConfig(clip_ratio=0.0)).bound([1.0, 2.0, 3.0]) is None
 
 
-def test_one_scaled_reply_moves_the_model_at_most_the_bound_after_an_honest_round():
-    fed = strategy()  # defaults: clip-ratio 3
+@pytest.mark.parametrize("streaming", [True, False])
+def test_one_scaled_reply_moves_the_model_at_most_the_bound_after_an_honest_round(streaming):
+    fed = strategy(**{"aggregation.streaming": streaming})  # defaults: clip-ratio 3, max-norm-ratio 10
     fed.aggregate_train(1, [message(1, update(1.0)), message(2, update(1.2)), message(3, update(0.8))])
     g1 = fed.global_arrays[W].copy()  # 1.0 everywhere; the accepted step norms' median: sqrt(12)
-    arrays, _ = fed.aggregate_train(2, [message(4, update(1.0 + 50.0))])  # alone: no median to compare with
+    arrays, _ = fed.aggregate_train(2, [message(4, update(1.0 + 5.0))])  # alone: no median of its round
     step = arrays[W].numpy() - g1
     assert np.linalg.norm(step) == pytest.approx(3.0 * np.sqrt(12), rel=1e-5)
     np.testing.assert_allclose(step / np.linalg.norm(step), np.full((4, 3), 1 / np.sqrt(12)), rtol=1e-5)
     assert fed.round_record(2).clipped == 1 and fed.round_record(2).accepted == 1
 
 
+def test_a_streamed_round_screens_norms_against_recent_rounds_whatever_the_number_of_replies():
+    """A collected round has no median to screen a lone reply against (it is only clipped); a streamed
+    round compares it with the recent rounds' median, so a step 50 times the usual is excluded."""
+    fed = strategy()
+    fed.aggregate_train(1, [message(1, update(1.0)), message(2, update(1.2)), message(3, update(0.8))])
+    arrays, _ = fed.aggregate_train(2, [message(4, update(1.0 + 50.0))])
+    assert arrays is None and [(e.node_id, e.reason) for e in fed.round_record(2).excluded] == [(4, "norm")]
+    np.testing.assert_allclose(fed.global_arrays[W], 1.0)
+
+
 def test_without_clipping_the_same_reply_becomes_the_global_model():
     fed = strategy(**{"filter.clip-ratio": 0.0})
     fed.aggregate_train(1, [message(1, update(1.0)), message(2, update(1.2)), message(3, update(0.8))])
-    arrays, _ = fed.aggregate_train(2, [message(4, update(51.0))])
-    np.testing.assert_allclose(arrays[W].numpy(), 51.0)
+    arrays, _ = fed.aggregate_train(2, [message(4, update(6.0))])
+    np.testing.assert_allclose(arrays[W].numpy(), 6.0)
 
 
 def test_a_step_against_the_previous_global_step_is_rejected_when_asked():

@@ -1,4 +1,4 @@
-"""Shared arithmetic of aggregation rules: weighted means of array dicts, key by key.
+"""Shared arithmetic of aggregation rules: weighted sums of array dicts, one update at a time.
 
 Integer buffers (BatchNorm's ``num_batches_tracked``) are not averaged: the
 largest value is kept.
@@ -6,6 +6,7 @@ largest value is kept.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -20,28 +21,62 @@ def is_float(array: np.ndarray) -> bool:
     return np.issubdtype(array.dtype, np.floating)
 
 
-def weighted_mean(updates: Sequence[Mapping[str, np.ndarray]], weights: Sequence[float]) -> Arrays:
-    """``sum_k w_k x_k / sum_k w_k`` per key, accumulated one client at a time (memory O(model)).
+class WeightedSum:
+    """``sum_k w_k x_k / sum_k w_k`` per key in float64, one update at a time; integer buffers: the largest.
 
-    Raises:
-        ValueError: if there are no updates or the weights do not sum to a positive number.
+    ``layer_factor(key, layer)`` optionally scales one update's layer on top of ``w_k`` without entering
+    the denominator (L-DAWA's per-layer cosine).
     """
-    if not updates:
-        raise ValueError("nothing to aggregate: no updates")
-    w = np.asarray(weights, dtype=np.float64)
-    if len(w) != len(updates) or not np.isfinite(w).all() or w.sum() <= 0:
-        raise ValueError(f"weights must be finite with a positive sum, got {list(weights)}")
-    w = w / w.sum()
-    out: Arrays = {}
-    for key, first in updates[0].items():
-        if is_float(first):
-            acc = np.zeros(first.shape, dtype=np.float64)
-            for wk, update in zip(w, updates):
-                acc += wk * update[key]
-            out[key] = acc.astype(np.float32)
-        else:
-            out[key] = np.array(np.max([u[key] for u in updates], axis=0), dtype=first.dtype)
-    return out
+
+    def __init__(self, reference: Mapping[str, np.ndarray]) -> None:
+        self._reference = reference
+        self._sums: dict[str, np.ndarray] = {}
+        self._largest: dict[str, np.ndarray] = {}
+        self.total = 0.0
+        self.count = 0
+
+    def add(self, update: Mapping[str, np.ndarray], weight: float,
+            layer_factor: Callable[[str, np.ndarray], float] | None = None) -> None:
+        """Fold one update in (each key read once).
+
+        Raises:
+            ValueError: for a weight that is negative or not finite (nothing is folded).
+        """
+        if not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"weight must be finite and non-negative, got {weight!r}")
+        for key, ref in self._reference.items():
+            value = update[key]
+            if not is_float(ref):
+                held = self._largest.get(key)
+                self._largest[key] = np.array(value if held is None else np.maximum(held, value), dtype=ref.dtype)
+                continue
+            acc = self._sums.get(key)
+            if acc is None:
+                acc = self._sums[key] = np.zeros(ref.shape, dtype=np.float64)
+            scale = weight * (layer_factor(key, value) if layer_factor else 1.0)
+            if scale:
+                acc += scale * value
+        self.total += weight
+        self.count += 1
+
+    def rescale(self, factor: float) -> None:
+        """Multiply every weight folded so far by ``factor`` (the online softmax of the loss weights)."""
+        for acc in self._sums.values():
+            acc *= factor
+        self.total *= factor
+
+    def mean(self) -> Arrays:
+        """The weighted mean so far.
+
+        Raises:
+            ValueError: if nothing was folded or the weights sum to zero.
+        """
+        if not self.count:
+            raise ValueError("nothing to aggregate: no updates")
+        if self.total <= 0:
+            raise ValueError(f"weights must have a positive sum, got {self.total}")
+        out: Arrays = {k: (acc / self.total).astype(np.float32) for k, acc in self._sums.items()}
+        return out | {k: v.copy() for k, v in self._largest.items()}
 
 
 def mix(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], alpha: float) -> Arrays:

@@ -2,7 +2,8 @@
 
 Each client's layer is scaled by its cosine similarity with the previous
 global layer (clipped to at most 1), so a layer that drifted away counts less:
-``g^l = sum_k (n_k / N) * min(1, cos(x_k^l, g_prev^l)) * x_k^l``.
+``g^l = sum_k (n_k / N) * min(1, cos(x_k^l, g_prev^l)) * x_k^l``. The reference is the previous global
+model (not a client), so each update folds in on its own as it arrives.
 [0] L-DAWA, 2023, arXiv:2307.07393
 """
 
@@ -12,7 +13,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from server_app.aggregation.base import Arrays, is_float
+from server_app.aggregation.base import Arrays, WeightedSum
+from server_app.aggregation.fold import fold_all
 
 
 def layer_cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -22,18 +24,19 @@ def layer_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(min(1.0, a @ b / denom)) if denom > 0 else 0.0
 
 
+class DivergenceAware:
+    """L-DAWA: ``g^l = sum_k (n_k / N) min(1, cos(x_k^l, g_prev^l)) x_k^l``; a layer that drifted counts less."""
+
+    def __init__(self, previous: Mapping[str, np.ndarray]) -> None:
+        self._previous, self._sum = previous, WeightedSum(previous)
+
+    def add(self, update: Mapping[str, np.ndarray], num_examples: float, loss: float) -> None:
+        self._sum.add(update, num_examples, lambda key, layer: layer_cosine(layer, self._previous[key]))
+
+    def result(self) -> Arrays:
+        return self._sum.mean()
+
+
 def ldawa(updates: Sequence[Mapping[str, np.ndarray]], num_examples: Sequence[float],
           losses: Sequence[float], previous: Mapping[str, np.ndarray]) -> Arrays:
-    n = np.asarray(num_examples, dtype=np.float64)
-    share = n / n.sum()
-    out: Arrays = {}
-    for key, ref in previous.items():
-        if not is_float(ref):
-            out[key] = np.array(np.max([u[key] for u in updates], axis=0), dtype=ref.dtype)
-            continue
-        acc = np.zeros(ref.shape, dtype=np.float64)
-        for s, update in zip(share, updates):
-            layer = update[key]
-            acc += s * layer_cosine(layer, ref) * layer
-        out[key] = acc.astype(np.float32)
-    return out
+    return fold_all(DivergenceAware(previous), updates, num_examples, losses)
