@@ -112,13 +112,14 @@ def streaming_fedavg(stream: Iterable[tuple[float, Mapping[str, np.ndarray]]]) -
     return {**{k: (a / total).astype(np.float32) for k, a in acc.items()}, **ints}
 
 
-def reply_messages(updates: Sequence[Mapping[str, np.ndarray]], weights: Sequence[float]) -> list:
+def reply_messages(updates: Sequence[Mapping[str, np.ndarray]], weights: Sequence[float], first_node: int = 1) -> list:
+    """Valid train replies from nodes ``first_node, first_node + 1, ...`` (to instructions ``i<node>``)."""
     from flwr.app import Array, ArrayRecord, Message, Metadata, MetricRecord, RecordDict
 
     from fedssl import reply
 
     messages = []
-    for node, (arrays, n) in enumerate(zip(updates, weights), start=1):
+    for node, (arrays, n) in enumerate(zip(updates, weights), start=first_node):
         metrics = {k: 0.0 for k in reply.METRIC_KEYS} | {reply.NUM_EXAMPLES: n, reply.LOSS: 1.0, reply.Z_STD: 1.0,
                                                          reply.RANKME: 100.0, reply.PARTITION_ID: float(node),
                                                          reply.STEPS: 50.0}  # n <= steps x batch size: valid

@@ -25,6 +25,8 @@ def to_torch(arrays: Mapping[str, np.ndarray]) -> dict[str, Tensor]:
     out = {}
     for key, value in arrays.items():
         array = value.astype(np.float32) if value.dtype == np.float16 else value
+        if not array.flags.writeable:  # a view of a reply's bytes: torch wants memory it may write
+            array = array.copy()
         out[key] = torch.from_numpy(np.ascontiguousarray(array))
     return out
 

@@ -18,7 +18,7 @@ from flwr.app import Message
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
-PULL_BATCH = 4  # message ids per pull: replies held at once while the strategy folds them
+PULL_BATCH = 2  # message ids per pull: replies held at once while the strategy folds them
 POLL_INTERVAL_S = 1.0  # pause after a pass over the pending ids that brought nothing
 
 

@@ -9,6 +9,7 @@ model; its reason (a bounded set, also a Prometheus label) is recorded.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -88,7 +89,8 @@ class DecodedOnAccess(Mapping[str, np.ndarray]):
     """A reply's arrays, decoded one key at a time when read (float16 widened to float32).
 
     The server keeps no decoded copy of any update: screening and aggregation read each key when they
-    need it, so beyond the replies Flower holds, memory is O(model). ``record`` is anything whose items
+    need it, so beyond the replies Flower holds, memory is O(model). A ``.npy`` array is a read-only view
+    of the reply's own bytes (:func:`npy_view`), not a copy. ``record`` is anything whose items
     have ``.numpy()`` (a Flower ``ArrayRecord``); where they also carry ``dtype``/``shape`` metadata the
     decoded array must match it (the bytes may lie about both).
     """
@@ -98,7 +100,7 @@ class DecodedOnAccess(Mapping[str, np.ndarray]):
 
     def __getitem__(self, key: str) -> np.ndarray:
         item = self._record[key]
-        value = item.numpy()
+        value = npy_view(item.data) if getattr(item, "stype", None) == "numpy.ndarray" else item.numpy()
         shape, dtype = tuple(getattr(item, "shape", value.shape)), getattr(item, "dtype", str(value.dtype))
         if value.shape != shape or str(value.dtype) != dtype:
             raise RejectedUpdate(SHAPE, f"{key}: decoded {value.shape} {value.dtype}, metadata says {shape} {dtype}")
@@ -109,6 +111,33 @@ class DecodedOnAccess(Mapping[str, np.ndarray]):
 
     def __len__(self) -> int:
         return len(self._record)
+
+
+NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def npy_view(data: bytes) -> np.ndarray:
+    """The array a ``.npy`` byte string holds, as a read-only view of those bytes (``np.load`` copies them).
+
+    The header is parsed by NumPy's own format reader; no object dtype, and the data must be exactly
+    as long as the header's shape and dtype say.
+    Raises:
+        RejectedUpdate: ``shape``, for a malformed header, an object dtype or a length that disagrees.
+    """
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        reader = NPY_HEADER_READERS.get(version)
+        if reader is None:
+            raise ValueError(f".npy format version {version} is not one the server reads")
+        shape, fortran_order, dtype = reader(stream)
+    except (ValueError, SyntaxError, TypeError) as exc:
+        raise RejectedUpdate(SHAPE, f"not a .npy array: {exc}"[:300]) from exc
+    count = int(np.prod(shape, dtype=np.int64))
+    if dtype.hasobject or len(data) - stream.tell() != count * dtype.itemsize:
+        raise RejectedUpdate(SHAPE, f"{len(data) - stream.tell()} bytes of {dtype} for shape {shape}")
+    flat = np.frombuffer(data, dtype=dtype, count=count, offset=stream.tell())
+    return flat.reshape(shape, order="F" if fortran_order else "C")
 
 
 @dataclass
@@ -151,18 +180,32 @@ def check_structure(arrays: Mapping[str, np.ndarray], reference: Mapping[str, np
         if value.dtype != ref.dtype:
             raise RejectedUpdate(DTYPE, f"{key}: {value.dtype} where {ref.dtype} is expected")
         if np.issubdtype(ref.dtype, np.floating):
-            if not np.isfinite(value).all():
+            step = _squared_step(value, ref)
+            if not np.isfinite(step) and not np.isfinite(value).all():  # a finite but huge step: norm inf
                 raise RejectedUpdate(NAN, f"{key} holds NaN or Inf")
-            squared += _squared_step(value, ref)
+            squared += step
         elif value.size and ((value < 0).any() or (max_int_advance and (value > ref + max_int_advance).any())):
             raise RejectedUpdate(BOUNDS, f"{key}: {value.min()}..{value.max()} is negative or more than "
                                          f"{max_int_advance} above the global's {ref.max()}")
     return squared ** 0.5
 
 
+STEP_BLOCK = 1 << 16  # elements per block: the difference stays in cache instead of making a third array
+
+
 def _squared_step(value: np.ndarray, ref: np.ndarray) -> float:
-    diff = np.subtract(value, ref, dtype=np.float32)
-    return float(np.vdot(diff, diff))
+    """``||value - ref||^2`` (float32 per block, summed in float64), NaN/Inf if ``value`` holds any."""
+    value, ref = value.reshape(-1), ref.reshape(-1)
+    if value.size <= STEP_BLOCK:
+        diff = np.subtract(value, ref, dtype=np.float32)
+        return float(np.vdot(diff, diff))
+    diff = np.empty(STEP_BLOCK, dtype=np.float32)
+    total = 0.0
+    for start in range(0, value.size, STEP_BLOCK):
+        part = diff[:min(STEP_BLOCK, value.size - start)]
+        np.subtract(value[start:start + STEP_BLOCK], ref[start:start + STEP_BLOCK], out=part, dtype=np.float32)
+        total += float(np.vdot(part, part))
+    return total
 
 
 def check_norms(norms: Mapping[int, float], max_ratio: float) -> dict[int, RejectedUpdate]:

@@ -76,7 +76,8 @@ def test_no_messages_means_no_stream_and_other_calls_reach_the_grid():
 
 @pytest.mark.parametrize("streaming", [True, False])
 def test_a_streamed_round_holds_one_reply_at_a_time_a_collected_round_all_of_them(streaming):
-    """Count the reply Messages alive each time the next one is produced (weak references: a Message is freed when its last reference goes)."""
+    """Count the reply Messages alive each time the next one is produced (weak references: a Message is
+    freed when its last reference goes)."""
     fed = strategy(**{"aggregation.streaming": streaming})
     alive: weakref.WeakSet = weakref.WeakSet()
     most = 0

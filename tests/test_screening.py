@@ -154,3 +154,36 @@ def test_a_streamed_norm_screen_uses_recent_rounds_and_none_for_fewer_than_three
     assert two.flush() == [Candidate(1.0), Candidate(1e6)]
     two.check(1e6)  # a median of two says nothing: no norm screen, as in a collected round
     assert two.warmup_norms == [1.0, 1e6]
+
+
+@pytest.mark.parametrize("array", [np.arange(12, dtype=np.float32).reshape(3, 4),
+                                   np.asfortranarray(np.arange(6, dtype=np.int64).reshape(2, 3)),
+                                   np.array(7, np.int64), np.zeros((0, 5), np.float16)])
+def test_a_reply_array_is_read_as_a_view_of_its_bytes_equal_to_what_numpy_decodes(array):
+    from server_app.screening import npy_view
+
+    data = Array(array).data
+    view = npy_view(data)
+    np.testing.assert_array_equal(view, array)
+    assert view.dtype == array.dtype and view.shape == array.shape and not view.flags.writeable
+
+
+@pytest.mark.parametrize("data", [b"not a npy at all", Array(np.ones(4, np.float32)).data[:-4],
+                                  Array(np.ones(4, np.float32)).data + b"\x00" * 4])
+def test_bytes_that_are_not_exactly_one_npy_array_are_refused(data):
+    from server_app.screening import npy_view
+
+    with pytest.raises(RejectedUpdate) as rejected:
+        npy_view(data)
+    assert rejected.value.reason == "shape"
+
+
+def test_an_object_array_is_refused_without_unpickling():
+    import io
+
+    from server_app.screening import npy_view
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(RejectedUpdate, match="object"):
+        npy_view(buffer.getvalue())

@@ -55,7 +55,7 @@ class WeightedSum:
                 acc = self._sums[key] = np.zeros(ref.shape, dtype=np.float64)
             scale = weight * (layer_factor(key, value) if layer_factor else 1.0)
             if scale:
-                acc += scale * value
+                _add_scaled(acc, value, scale)
         self.total += weight
         self.count += 1
 
@@ -77,6 +77,17 @@ class WeightedSum:
             raise ValueError(f"weights must have a positive sum, got {self.total}")
         out: Arrays = {k: (acc / self.total).astype(np.float32) for k, acc in self._sums.items()}
         return out | {k: v.copy() for k, v in self._largest.items()}
+
+
+ADD_BLOCK = 1 << 16  # elements per block: the scaled copy stays in cache
+
+
+def _add_scaled(acc: np.ndarray, value: np.ndarray, scale: float) -> None:
+    """``acc += scale * value`` (float64 accumulator), block by block so no model-sized temporary is made."""
+    flat_acc, flat_value = acc.reshape(-1), value.reshape(-1)
+    for start in range(0, flat_value.size, ADD_BLOCK):
+        block = flat_value[start:start + ADD_BLOCK]
+        flat_acc[start:start + ADD_BLOCK] += scale * block
 
 
 def mix(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], alpha: float) -> Arrays:
