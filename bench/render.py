@@ -17,6 +17,7 @@ TITLES = {
     "round_overhead": "2. Round overhead in simulation",
     "communication": "3. Communication per round",
     "aggregation": "4. Aggregation at scale (ResNet-18 backbone)",
+    "streaming": "4b. The ServerApp's memory per round: streamed vs collected replies",
     "export_suite": "5. Export: torch eager vs onnxruntime fp32 vs int8",
     "quality": "6. Quality: Fashion-MNIST kNN top-1 at equal compute",
     "quality_budget": "6b. Quality at the demo's real budget, with every baseline",
@@ -224,6 +225,12 @@ def quality_budget(d: dict[str, Any], results_dir: Path, prefix: str) -> str:
                      "random init, BN calibrated", "k=20", "linear", "wall s"], rows))
 
 
+def streaming(d: dict[str, Any], _: Path, __: str) -> str:
+    from bench.bench_streaming import markdown
+
+    return markdown(d)
+
+
 def attacks(d: dict[str, Any], _: Path, __: str) -> str:
     from bench.bench_attacks import markdown
 
@@ -232,7 +239,7 @@ def attacks(d: dict[str, Any], _: Path, __: str) -> str:
 
 SECTIONS: dict[str, Callable[[dict[str, Any], Path, str], str]] = {
     "client_overhead": client_overhead, "round_overhead": round_overhead, "communication": communication,
-    "aggregation": aggregation, "export_suite": export, "quality": quality, "quality_budget": quality_budget,
+    "aggregation": aggregation, "streaming": streaming, "export_suite": export, "quality": quality, "quality_budget": quality_budget,
     "attacks": attacks,
 }
 

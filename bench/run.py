@@ -28,6 +28,7 @@ BENCHMARKS = {  # name -> module, in the issue's order
     "round_overhead": "bench.bench_round_overhead",
     "communication": "bench.bench_communication",
     "aggregation": "bench.bench_aggregation",
+    "streaming": "bench.bench_streaming",
     "export_suite": "bench.export_suite",  # runs bench/bench_export.py; its own export.json stays its own
     "quality": "bench.bench_quality",
     "quality_budget": "bench.bench_quality_budget",

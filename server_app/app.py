@@ -83,6 +83,9 @@ def main(grid: Grid, context: Context) -> None:
     evaluator = RoundEvaluator(cfg, strategy, outputs, tasks, observers=_observers(cfg, strategy, context.run_id))
 
     # 3. Flower runs the rounds that are left; a rule with a fold gets each reply as it arrives.
+    log(logging.INFO, "[fedssl] aggregation %s: %s", cfg.aggregation.rule,
+        "streamed (each reply folded in as it arrives)" if strategy.fold_builder is not None
+        else "collected (every reply of a round at once)")
     if done < cfg.num_rounds:
         strategy.start(
             grid=StreamingGrid(grid) if strategy.fold_builder is not None else grid,

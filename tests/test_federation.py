@@ -43,6 +43,12 @@ def test_two_rounds_with_three_clients_write_every_output(first_run):
     assert (first_run / "best" / "fashion-mnist.pt").is_file()
 
 
+def test_the_serverapp_folds_replies_as_they_arrive_by_default(three_nodes, first_run):
+    """The run above went through the streamed path (Grid push/pull, a running aggregate), not Flower's list."""
+    log = three_nodes.flwr("log", first_run.name, three_nodes.connection, "--show").stdout
+    assert "aggregation fedavg: streamed" in log and "collected (every reply" not in log, log[-2000:]
+
+
 def test_final_encoder_describes_itself(first_run):
     encoder, meta = load_encoder(first_run / "encoder.pt")
     dim = ModelConfig().embedding_dim  # the tiny run keeps the default model
