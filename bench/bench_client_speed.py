@@ -54,7 +54,7 @@ RESULT_KEYS = ("base_commit", "samples", "batch_size", "threads")
 BASE_COMMIT = "d15a92d"  # section 1's commit (2026-11-21), before batched augmentation
 LOOP_GOAL, SPEED_GOAL = 0.05, 1.5
 REPO = Path(__file__).resolve().parents[1]
-FULL = {"samples": 1024, "batch_size": 128, "repeats": 3, "threads": (1, 2)}
+FULL = {"samples": 1024, "batch_size": 128, "repeats": 5, "threads": (1, 2)}
 QUICK = {"samples": 128, "batch_size": 64, "repeats": 1, "threads": (1,)}
 ARMS = ("commit", "per-sample", "ours", "plain")
 

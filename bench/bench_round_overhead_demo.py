@@ -17,7 +17,7 @@ from bench.results import goal
 NAME = "round_overhead_demo"
 RESULT_KEYS = ("nodes", "parallel_slots", "rounds", "steady_overhead")
 DEMO_RUN = {"fraction-train": 0.2, "min-train-nodes": 2}  # pyproject defaults, stated so the bench does not drift
-FULL = {"nodes": 10, "rounds": 3, "samples": 6400, "batch": 128, "gallery": 2000, "query": 500, "run_config": DEMO_RUN}
+FULL = {"nodes": 10, "rounds": 4, "samples": 6400, "batch": 128, "gallery": 2000, "query": 500, "run_config": DEMO_RUN}
 QUICK = {"nodes": 4, "rounds": 2, "samples": 256, "batch": 64, "gallery": 500, "query": 200,
          "run_config": {"fraction-train": 0.5, "min-train-nodes": 2}}
 
