@@ -44,8 +44,15 @@ GOAL = 0.05
 DEMO_STEPS = 4000 // 128  # the demo's default round: data.max-samples 4000, train.batch-size 128
 NODE_ID, ROUND = 7, 1
 NODE_CONFIG = {"partition-id": 0, "num-partitions": 10}
+ONE_CPU = {**NODE_CONFIG, "device-cpus": 1}  # train_round sets the device's threads; this protocol runs 1
 FULL = {"methods": ("simclr", "byol", "barlowtwins"), "samples": 1024, "batch_size": 128, "repeats": 4}
 QUICK = {"methods": ("simclr",), "samples": 128, "batch_size": 64, "repeats": 2}
+# This protocol's reference augments image by image with the default AugmentationParams and a constant
+# learning rate, as the ClientApp did on 2026-11-21; later defaults (batched augmentation, other crop and
+# erase ranges, the cosine schedule, channels-last) are pinned back so both arms keep seeing the same
+# batches. bench_client_speed.py measures today's defaults against a plain loop doing the same work.
+PROTOCOL_2026_11_21 = {"train.augmentation": "per-sample", "train.crop-min-scale": 0.35, "train.erase-p": 0.25,
+                       "train.schedule": "constant", "train.channels-last": False}
 
 
 class Clock:
@@ -74,9 +81,9 @@ def _seed(cfg: RunConfig) -> int:
     return cfg.seed * 100_003 + ROUND * 1009 + NODE_ID % 1000  # exactly what train_round seeds
 
 
-def ours(cfg: RunConfig, record: ArrayRecord) -> dict[str, float]:
-    """One ClientApp round (no Flower messaging): its clocks, the reply's loss and steps."""
-    context = Context(run_id=1, node_id=NODE_ID, node_config=NODE_CONFIG, state=RecordDict(),
+def ours(cfg: RunConfig, record: ArrayRecord, node_config: dict[str, Any] | None = None) -> dict[str, float]:
+    """One ClientApp round (no Flower messaging): its clocks, the reply's loss, steps and examples."""
+    context = Context(run_id=1, node_id=NODE_ID, node_config=node_config or NODE_CONFIG, state=RecordDict(),
                       run_config=cfg.to_flat())
     phases = PhaseClocks()
     with Clock() as total:
@@ -85,7 +92,8 @@ def ours(cfg: RunConfig, record: ArrayRecord) -> dict[str, float]:
     metrics = content[reply.METRICS]
     return {"wall": total.wall, "cpu": total.cpu, "loop_wall": inner["train_local"].wall,
             "loop_cpu": inner["train_local"].cpu, "collapse_cpu": inner["collapse_check"].cpu,
-            "loss": float(metrics[reply.LOSS]), "steps": float(metrics[reply.STEPS])}
+            "loss": float(metrics[reply.LOSS]), "steps": float(metrics[reply.STEPS]),
+            "examples": float(metrics[reply.NUM_EXAMPLES])}
 
 
 def _batches(cfg: RunConfig, images: np.ndarray) -> DataLoader:
@@ -135,16 +143,16 @@ def augmentation_only(cfg: RunConfig) -> float:
 
 def measure_method(method: str, size: dict[str, Any]) -> dict[str, Any]:
     cfg = RunConfig.from_flat({"ssl.method": method, "data.partition": "iid", "data.max-samples": size["samples"],
-                               "train.batch-size": size["batch_size"]})
+                               "train.batch-size": size["batch_size"], **PROTOCOL_2026_11_21})
     torch.manual_seed(cfg.seed)
     arrays = backbone_arrays(build_ssl_model(cfg.ssl, cfg.model))
     record = ArrayRecord(array_dict={k: Array(v) for k, v in arrays.items()})
     global_backbone = strip_prefix(to_torch(arrays))
-    ours(cfg, record)  # warm-up: loads and partitions Fashion-MNIST once, as a warm ClientApp has
+    ours(cfg, record, ONE_CPU)  # warm-up: loads and partitions Fashion-MNIST once, as a warm ClientApp has
     pairs = []
     for i in range(size["repeats"]):
         order = ("ours", "reference") if i % 2 == 0 else ("reference", "ours")
-        timed = {arm: ours(cfg, record) if arm == "ours" else reference(cfg, global_backbone) for arm in order}
+        timed = {arm: ours(cfg, record, ONE_CPU) if arm == "ours" else reference(cfg, global_backbone) for arm in order}
         timed["augmentation_cpu"] = augmentation_only(cfg)
         pairs.append(timed)
     med = statistics.median

@@ -54,13 +54,13 @@ def round_figures(record: RoundRecord, slots: int) -> dict[str, Any]:
     }
 
 
-def run(quick: bool) -> dict[str, Any]:
-    size = QUICK if quick else FULL
+def simulate(size: dict[str, Any]) -> dict[str, Any]:
+    """One simulation of ``size`` (nodes, rounds, samples, batch, gallery, query, optional ``run_config``)."""
     slots = max(1, (os.cpu_count() or 1) // CPUS_PER_CLIENT)
     run_config = {
         "num-rounds": size["rounds"], "min-train-nodes": size["nodes"], "data.max-samples": size["samples"],
         "train.batch-size": size["batch"], "eval.tasks": "fashion-mnist", "eval.gallery-size": size["gallery"],
-        "eval.query-size": size["query"],
+        "eval.query-size": size["query"], **size.get("run_config", {}),
     }
     with tempfile.TemporaryDirectory(prefix="bench-round-") as tmp, LocalSimulation(Path(tmp), CPUS_PER_CLIENT) as sim:
         started = time.perf_counter()
@@ -69,11 +69,24 @@ def run(quick: bool) -> dict[str, Any]:
         _, records = read_metrics(run_dir)
     rounds = [round_figures(r, slots) for r in records]
     steady = rounds[1:] or rounds
-    overhead = statistics.median(r["overhead"] for r in steady)
-    with_eval = statistics.median(r["overhead_with_eval"] for r in steady)
-    fixed = statistics.median(r["fixed_per_client_s"] for r in steady)
-    compute = statistics.median(r["client_compute_sum_s"] / r["clients"] for r in steady)
-    demo = fixed / (compute * DEMO_SAMPLES / size["samples"])
+    return {
+        "nodes": size["nodes"], "parallel_slots": min(slots, size["nodes"]), "cpus_per_client": CPUS_PER_CLIENT,
+        "run_config": run_config, "rounds": rounds,
+        "steady_overhead": statistics.median(r["overhead"] for r in steady),
+        "steady_overhead_with_eval": statistics.median(r["overhead_with_eval"] for r in steady),
+        "first_round_overhead": rounds[0]["overhead"],
+        "fixed_per_client_s": statistics.median(r["fixed_per_client_s"] for r in steady),
+        "client_compute_s": statistics.median(r["client_compute_sum_s"] / r["clients"] for r in steady),
+        "run_wall_s": run_wall, "outside_rounds_s": run_wall - sum(r["wall_s"] for r in rounds),
+    }
+
+
+def run(quick: bool) -> dict[str, Any]:
+    size = QUICK if quick else FULL
+    results = simulate(size)
+    overhead, with_eval = results["steady_overhead"], results["steady_overhead_with_eval"]
+    demo = results["fixed_per_client_s"] / (results["client_compute_s"] * DEMO_SAMPLES / size["samples"])
+    rounds = results["rounds"]
     return {
         "reference": "the clients' own training time in the same run, spread over the parallel slots",
         "goals": [
@@ -82,12 +95,5 @@ def run(quick: bool) -> dict[str, Any]:
                  f"{with_eval:.0%}; round 1 (worker start-up): {rounds[0]['overhead']:.0%}; projected at the demo's "
                  f"{DEMO_SAMPLES} samples per client: {demo:+.0%}", "percent"),
         ],
-        "results": {
-            "nodes": size["nodes"], "parallel_slots": min(slots, size["nodes"]), "cpus_per_client": CPUS_PER_CLIENT,
-            "run_config": run_config, "rounds": rounds, "steady_overhead": overhead,
-            "steady_overhead_with_eval": with_eval, "first_round_overhead": rounds[0]["overhead"],
-            "fixed_per_client_s": fixed, "client_compute_s": compute, "demo_samples": DEMO_SAMPLES,
-            "projected_demo_overhead": demo,
-            "run_wall_s": run_wall, "outside_rounds_s": run_wall - sum(r["wall_s"] for r in rounds),
-        },
+        "results": {**results, "demo_samples": DEMO_SAMPLES, "projected_demo_overhead": demo},
     }

@@ -14,7 +14,9 @@ from bench.results import read_result
 BEGIN, END = "<!-- bench-results:begin -->", "<!-- bench-results:end -->"
 TITLES = {
     "client_overhead": "1. Client training overhead",
+    "client_speed": "1b. Client speed: batched augmentation vs the 2026-11-21 path and a plain loop",
     "round_overhead": "2. Round overhead in simulation",
+    "round_overhead_demo": "2b. Round overhead in simulation at the demo's settings",
     "communication": "3. Communication per round",
     "aggregation": "4. Aggregation at scale (ResNet-18 backbone)",
     "streaming": "4b. The ServerApp's memory per round: streamed vs collected replies",
@@ -94,6 +96,36 @@ def client_overhead(d: dict[str, Any], _: Path, __: str) -> str:
                      "augmentation share of loop", "same batches"], rows))
 
 
+def client_speed(d: dict[str, Any], _: Path, __: str) -> str:
+    r = d["results"]
+    names = {"commit": f"commit {r['base_commit']} (per-sample)", "per-sample": "today, per-sample",
+             "ours": "today, batched (default)", "plain": "plain loop, same batched aug"}
+    rows = []
+    for m in r["threads"]:
+        for arm, a in m["arms"].items():
+            rows.append((m["threads"], names[arm], int(a["steps"]), a["cpu_s"], a["wall_s"],
+                         f"{a['images_per_cpu_s']:.0f}", f"{a['images_per_wall_s']:.0f}"))
+    ratios = [(m["threads"], f"**{pct(m['loop_cpu_ratio'] - 1)}**",
+               f"{pct(m['loop_cpu_ratio_range'][0] - 1)} .. {pct(m['loop_cpu_ratio_range'][1] - 1)}",
+               pct(m["loop_wall_ratio"] - 1), m["same_batches"],
+               "—" if m["speedup_vs_commit"] is None else f"**{m['speedup_vs_commit']:.2f}x**",
+               "—" if m["speedup_vs_commit_range"] is None
+               else f"{m['speedup_vs_commit_range'][0]:.2f} .. {m['speedup_vs_commit_range'][1]:.2f}x",
+               f"{m['speedup_vs_per_sample']:.2f}x", f"{m['round_fixed_cpu_s']:.2f} s") for m in r["threads"]]
+    missing = f" **{r['commit_unavailable']}.**" if r.get("commit_unavailable") else ""
+    return (f"SimCLR, small CNN, the same {r['samples']} images of one shard, batch {r['batch_size']}; four arms "
+            f"interleaved (order rotating), medians of {r['repeats']} repeats per thread count; CPU seconds of the "
+            f"training loop (wall for reference; load average {r['load_avg_start']:.2f} when the arms started). "
+            f"*commit* runs {r['base_commit']}'s own `train_local` (2026-11-21 defaults) in a worker process; "
+            "*plain* is a plain PyTorch loop doing what *ours* does (same `BatchAugment` and generator, model, "
+            "Adam, schedule, channels-last), so *same batches* = equal mean losses. *fixed per round* = "
+            f"`train_round`'s CPU outside the loop (settings, footprint, collapse check).{missing}\n\n"
+            + table(["threads", "arm", "steps", "CPU s", "wall s", "images / CPU s", "images / wall s"], rows)
+            + "\n\n" + table(["threads", "ours vs plain (CPU)", "range", "ours vs plain (wall)", "same batches",
+                              f"images/CPU s vs {r['base_commit']}", "range", "vs per-sample today",
+                              "fixed per round"], ratios))
+
+
 def round_overhead(d: dict[str, Any], _: Path, __: str) -> str:
     r = d["results"]
     rows = [(x["round"], x["clients"], x["wall_s"], x["eval_s"], x["client_compute_sum_s"], x["ideal_s"],
@@ -103,8 +135,10 @@ def round_overhead(d: dict[str, Any], _: Path, __: str) -> str:
             "compute); overhead = (wall − server eval) / ideal − 1. Steady state (rounds ≥ 2): "
             f"**{pct(r['steady_overhead'])}** ({pct(r['steady_overhead_with_eval'])} with the server's kNN eval). "
             f"Beyond the ideal, each client costs {r['fixed_per_client_s']:.2f} s per round (its training loop: "
-            f"{r['client_compute_s']:.2f} s), projected {pct(r['projected_demo_overhead'])} at the demo's "
-            f"{r['demo_samples']} samples per client. "
+            f"{r['client_compute_s']:.2f} s)"
+            + (f", projected {pct(r['projected_demo_overhead'])} at the demo's {r['demo_samples']} samples per client. "
+               if "projected_demo_overhead" in r else ". ")
+            + f"Run config: `{' '.join(f'{k}={v}' for k, v in r['run_config'].items())}`. "
             f"Outside the rounds (start-up, baselines): {r['outside_rounds_s']:.0f} s of {r['run_wall_s']:.0f} s.\n\n"
             + table(["round", "clients", "wall s", "server eval s", "Σ client compute s", "ideal s", "overhead",
                      "overhead incl. eval"], rows))
@@ -238,8 +272,10 @@ def attacks(d: dict[str, Any], _: Path, __: str) -> str:
 
 
 SECTIONS: dict[str, Callable[[dict[str, Any], Path, str], str]] = {
-    "client_overhead": client_overhead, "round_overhead": round_overhead, "communication": communication,
-    "aggregation": aggregation, "streaming": streaming, "export_suite": export, "quality": quality, "quality_budget": quality_budget,
+    "client_overhead": client_overhead, "client_speed": client_speed, "round_overhead": round_overhead,
+    "round_overhead_demo": round_overhead, "communication": communication,
+    "aggregation": aggregation, "streaming": streaming, "export_suite": export, "quality": quality,
+    "quality_budget": quality_budget,
     "attacks": attacks,
 }
 

@@ -25,7 +25,9 @@ BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_RESULTS = BENCH_DIR / "results"
 BENCHMARKS = {  # name -> module, in the order
     "client_overhead": "bench.bench_client_overhead",
+    "client_speed": "bench.bench_client_speed",
     "round_overhead": "bench.bench_round_overhead",
+    "round_overhead_demo": "bench.bench_round_overhead_demo",
     "communication": "bench.bench_communication",
     "aggregation": "bench.bench_aggregation",
     "streaming": "bench.bench_streaming",

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 CGROUP = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
 MEMINFO = Path("/proc/meminfo")
 ACCELERATORS = ("cpu", "cuda")
 MIB = 2**20
@@ -38,15 +39,17 @@ class DeviceProfile:
     fp16: bool = False  # autocast in float16 is supported (any CUDA device)
 
 
-def usable_cpus(cgroup: Path = CGROUP, env: Mapping[str, str] | None = None) -> int:
-    """Cores this process may run on: its CPU affinity, capped by a cgroup v2 CPU quota and ``OMP_NUM_THREADS``.
+def usable_cpus(cgroup: Path = CGROUP, env: Mapping[str, str] | None = None,
+                proc_cgroup: Path = PROC_CGROUP) -> int:
+    """Cores this process may run on: its CPU affinity, capped by a cgroup CPU quota and ``OMP_NUM_THREADS``.
 
     ``OMP_NUM_THREADS`` counts because the launcher sets it for one-core SuperNodes and Ray sets it to
     a simulated client's ``client-resources-num-cpus``: more threads would only compete for those cores.
+    A fractional quota rounds up (1.5 cores run 2 threads; half a core still runs one).
     """
     env = os.environ if env is None else env
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    quota = cgroup_cpu_quota(cgroup)
+    quota = cgroup_cpu_quota(cgroup, proc_cgroup)
     if quota:
         cores = min(cores, math.ceil(quota))
     omp = env.get("OMP_NUM_THREADS", "")
@@ -55,13 +58,59 @@ def usable_cpus(cgroup: Path = CGROUP, env: Mapping[str, str] | None = None) -> 
     return max(1, cores)
 
 
-def cgroup_cpu_quota(cgroup: Path = CGROUP) -> float | None:
-    """Cores granted by ``cpu.max`` (v2: ``"<quota> <period>"`` or ``"max <period>"``); None if unlimited/absent."""
+def cgroup_cpu_quota(cgroup: Path = CGROUP, proc_cgroup: Path = PROC_CGROUP) -> float | None:
+    """Cores the CPU quota grants this process (the smallest along its cgroup and their parents); None if none.
+
+    cgroup v2: ``cpu.max`` (``"<quota> <period>"`` or ``"max <period>"``). cgroup v1 (Docker on
+    v1 hosts, ``docker run --cpus 2``): ``cpu/cpu.cfs_quota_us`` over ``cpu/cpu.cfs_period_us``, -1
+    when unlimited. Inside a container the mount's root is the container's own cgroup; on a host
+    ``/proc/self/cgroup`` names it (a systemd slice with ``CPUQuota=``), so both are read.
+    """
+    v2, v1 = _own_cgroups(proc_cgroup)
+    quotas = [q for d in _with_parents(cgroup, v2) if (q := _v2_quota(d)) is not None]
+    quotas += [q for d in _with_parents(cgroup / "cpu", v1) if (q := _v1_quota(d)) is not None]
+    return min(quotas) if quotas else None
+
+
+def _own_cgroups(proc_cgroup: Path) -> tuple[str, str]:
+    """This process's cgroup path under the v2 hierarchy and under v1's ``cpu`` controller ("" if unknown)."""
+    v2 = v1 = ""
     try:
-        quota, period = (cgroup / "cpu.max").read_text().split()[:2]
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return v2, v1
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if parts[0] == "0" and parts[1] == "":
+            v2 = parts[2]
+        elif "cpu" in parts[1].split(","):
+            v1 = parts[2]
+    return v2, v1
+
+
+def _with_parents(root: Path, own: str) -> list[Path]:
+    """``root``, and ``root/own`` with each of its parents below ``root``, deepest first."""
+    parts = [p for p in own.strip("/").split("/") if p and p != ".."]
+    return [root.joinpath(*parts[:n]) for n in range(len(parts), 0, -1)] + [root]
+
+
+def _v2_quota(folder: Path) -> float | None:
+    try:
+        quota, period = (folder / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
     except (OSError, ValueError):
         return None
-    return None if quota == "max" else int(quota) / int(period)
+
+
+def _v1_quota(folder: Path) -> float | None:
+    try:
+        quota = int((folder / "cpu.cfs_quota_us").read_text())
+        period = int((folder / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
 
 
 def memory_limit_mb(cgroup: Path = CGROUP, meminfo: Path = MEMINFO) -> float:

@@ -84,3 +84,26 @@ def test_the_readme_goals_block_has_a_row_per_goal_and_names_its_machine(quick_r
     rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| #")]
     assert len(rows) == len(goals) and "old" not in text
     assert text.startswith("intro\n") and text.endswith("outro\n") and "Machine: " in text
+
+
+def test_the_plain_loop_of_client_speed_sees_the_batches_train_round_trains_on():
+    """Section 1b compares CPU time only if both arms do the same work: equal mean losses prove equal batches."""
+    import torch
+    from flwr.app import Array, ArrayRecord
+
+    from bench.bench_client_speed import QUICK, _config, ours_round, plain
+    from fedssl.ssl import build_ssl_model
+    from fedssl.state import backbone_arrays, strip_prefix, to_torch
+
+    threads = torch.get_num_threads()
+    try:
+        cfg = _config(QUICK)
+        torch.manual_seed(cfg.seed)
+        arrays = backbone_arrays(build_ssl_model(cfg.ssl, cfg.model))
+        ours = ours_round(cfg, ArrayRecord(array_dict={k: Array(v) for k, v in arrays.items()}), threads=1)
+        reference = plain(cfg, strip_prefix(to_torch(arrays)), threads=1)
+    finally:
+        torch.set_num_threads(threads)
+    assert ours["steps"] == reference["steps"] == QUICK["samples"] // QUICK["batch_size"]
+    assert ours["images"] == reference["images"]
+    assert abs(ours["loss"] - reference["loss"]) < 1e-4

@@ -63,6 +63,36 @@ def test_cpu_quota_caps_the_affinity_and_max_does_not(tmp_path):
     assert usable_cpus(many, env={}) == AFFINITY
 
 
+def test_cgroup_v1_cfs_quota_caps_the_cores_and_minus_one_does_not(tmp_path):
+    no_proc = tmp_path / "no-proc-cgroup"
+    one_and_half, _ = _host(tmp_path / "a", **{"cpu__cpu.cfs_quota_us": "150000\n",
+                                               "cpu__cpu.cfs_period_us": "100000\n"})
+    assert cgroup_cpu_quota(one_and_half, no_proc) == 1.5
+    assert usable_cpus(one_and_half, env={}, proc_cgroup=no_proc) == min(AFFINITY, 2)
+    half, _ = _host(tmp_path / "b", **{"cpu__cpu.cfs_quota_us": "50000\n", "cpu__cpu.cfs_period_us": "100000\n"})
+    assert usable_cpus(half, env={}, proc_cgroup=no_proc) == 1  # `docker run --cpus 0.5` on a cgroup v1 host
+    unlimited, _ = _host(tmp_path / "c", **{"cpu__cpu.cfs_quota_us": "-1\n", "cpu__cpu.cfs_period_us": "100000\n"})
+    assert cgroup_cpu_quota(unlimited, no_proc) is None
+    assert usable_cpus(unlimited, env={}, proc_cgroup=no_proc) == AFFINITY
+
+
+def test_the_quota_of_this_process_own_cgroup_or_a_parent_counts(tmp_path):
+    """On a host, /proc/self/cgroup names the cgroup (a systemd slice with CPUQuota=); the smallest quota wins."""
+    cgroup, _ = _host(tmp_path, **{"cpu.max": "max 100000\n",
+                                   "fedssl.slice__cpu.max": "300000 100000\n",
+                                   "fedssl.slice__node-1.scope__cpu.max": "max 100000\n",
+                                   "cpu__fedssl.slice__cpu.cfs_quota_us": "200000\n",
+                                   "cpu__fedssl.slice__cpu.cfs_period_us": "100000\n"})
+    v2_only = tmp_path / "v2-cgroup"
+    v2_only.write_text("0::/fedssl.slice/node-1.scope\n")
+    assert cgroup_cpu_quota(cgroup, v2_only) == 3.0  # the slice's quota binds its scope
+    both = tmp_path / "v1-cgroup"
+    both.write_text("4:memory:/x\n3:cpu,cpuacct:/fedssl.slice\n0::/fedssl.slice/node-1.scope\n")
+    assert cgroup_cpu_quota(cgroup, both) == 2.0  # v1's cpu controller grants less
+    assert usable_cpus(cgroup, env={}, proc_cgroup=both) == min(AFFINITY, 2)
+    assert cgroup_cpu_quota(cgroup, tmp_path / "absent") is None  # only the root's "max" left
+
+
 def test_omp_num_threads_caps_the_cores(tmp_path):
     cgroup, _ = _host(tmp_path)
     assert usable_cpus(cgroup, env={"OMP_NUM_THREADS": "1"}) == 1
