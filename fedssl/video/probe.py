@@ -4,7 +4,8 @@
 - ``video-object``: which of 10 Fashion-MNIST garments moves (an appearance label, across motions).
 
 Gallery: train-split clips; queries: test-split clips (garments never seen in training). Scores are
-the image probes' (weighted kNN, linear probe; :func:`fedssl.probe.score_embeddings`) on
+the image probes' (weighted kNN, linear probe; :func:`fedssl.probe.score_embeddings`) plus clip
+retrieval top-5 (as FedVSSL and CtP report it; top-1 is ``knn_report`` at ``eval.report-k = 1``) on
 embeddings of the centre ``video.crop-frames`` window of each clip. The raw baseline is the
 flattened window's pixels in [0, 1].
 """
@@ -79,13 +80,13 @@ def embed_video(backbone: nn.Module, clips: np.ndarray, batch_size: int = 128) -
 
 def probe_video(backbone: nn.Module, tasks: list[ProbeTask], cfg: RunConfig, linear: bool = True) -> ProbeScores:
     embeddings = {t.name: (embed_video(backbone, t.gallery), embed_video(backbone, t.queries)) for t in tasks}
-    return score_embeddings(embeddings, tasks, cfg.eval, linear)
+    return score_embeddings(embeddings, tasks, cfg.eval, linear, top5=True)
 
 
 def probe_raw_pixels(tasks: list[ProbeTask], cfg: RunConfig, linear: bool = True) -> ProbeScores:
     """The raw baseline: the same probes on the flattened window's pixels."""
     embeddings = {t.name: (as_input(t.gallery).flatten(1), as_input(t.queries).flatten(1)) for t in tasks}
-    return score_embeddings(embeddings, tasks, cfg.eval, linear)
+    return score_embeddings(embeddings, tasks, cfg.eval, linear, top5=True)
 
 
 @torch.no_grad()
