@@ -12,6 +12,7 @@ not where it ends. Federated figures come from ``fedssl-launch run --video``.
 
     python bench/bench_video.py                                   # simclr
     BENCH_VIDEO_METHODS=simclr,playback-speed,catch-the-patch BENCH_VIDEO_STEPS=200 python bench/bench_video.py
+    BENCH_VIDEO_METHODS= python bench/bench_video.py             # the baselines only (seconds)
 
 Writes ``bench/results/video.json`` (methods already there are kept).
 """
@@ -95,7 +96,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(2)
-    methods = os.environ.get("BENCH_VIDEO_METHODS", "simclr").split(",")
+    methods = [m for m in os.environ.get("BENCH_VIDEO_METHODS", "simclr").split(",") if m]  # empty: baselines only
     path = RESULTS / "video.json"
     previous = json.loads(path.read_text())["cells"] if path.is_file() else []
     with tempfile.TemporaryDirectory() as tmp:

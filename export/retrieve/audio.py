@@ -16,23 +16,17 @@ from typing import Any
 
 import numpy as np
 
-from export.retrieve.media import MediaFiles, OnnxMediaEncoder, common_meta
+from export.retrieve.media import MediaFiles, MediaModelMeta, OnnxMediaEncoder
 from fedssl.data.audio import BadAudioError, list_audio, load_audio
 from fedssl.data.skips import SkipReason
 
 
-@dataclass(frozen=True)
-class AudioModelMeta:
-    """What an index records about the model (the fields :class:`RetrievalIndex` reads) and what input it takes."""
+@dataclass(frozen=True, kw_only=True)
+class AudioModelMeta(MediaModelMeta):
+    """An audio model's meta and its input: mono waveforms of ``samples`` at ``sample_rate``."""
 
-    embedding_dim: int
     sample_rate: int
     samples: int
-    precision: str = "fp32"
-    run_id: str = ""
-    round: int = 0
-    input_name: str = "waveforms"
-    output_name: str = "embeddings"
 
 
 class OnnxAudioEncoder(OnnxMediaEncoder):
@@ -41,8 +35,8 @@ class OnnxAudioEncoder(OnnxMediaEncoder):
     modality, kind, noun = "audio", "an audio encoder", "waveforms"
 
     def read_meta(self, props: dict[str, Any]) -> AudioModelMeta:
-        return AudioModelMeta(int(props["embedding_dim"]), int(props["sample_rate"]), int(props["samples"]),
-                              **common_meta(props, "waveforms"))
+        return AudioModelMeta(sample_rate=int(props["sample_rate"]), samples=int(props["samples"]),
+                              **AudioModelMeta.common(props, "waveforms"))
 
     @property
     def input_shape(self) -> tuple[int, ...]:

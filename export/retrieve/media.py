@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -46,11 +47,25 @@ def model_props(path: str | Path) -> dict[str, Any]:
     return out
 
 
-def common_meta(props: dict[str, Any], input_name: str) -> dict[str, Any]:
-    """The fields every model meta has besides its size: precision, run, round, input and output names."""
-    return {"precision": str(props.get("precision", "fp32")), "run_id": str(props.get("run_id", "")),
-            "round": int(props.get("round", 0)), "input_name": str(props.get("input_name", input_name)),
-            "output_name": str(props.get("output_name", "embeddings"))}
+@dataclass(frozen=True, kw_only=True)
+class MediaModelMeta:
+    """What an index records about the model (the fields :class:`RetrievalIndex` reads); subclasses add what input
+    it takes."""
+
+    embedding_dim: int
+    precision: str = "fp32"
+    run_id: str = ""
+    round: int = 0
+    input_name: str
+    output_name: str = "embeddings"
+
+    @staticmethod
+    def common(props: dict[str, Any], input_name: str) -> dict[str, Any]:
+        """These fields from a model's props (``input_name``: the default)."""
+        return {"embedding_dim": int(props["embedding_dim"]), "precision": str(props.get("precision", "fp32")),
+                "run_id": str(props.get("run_id", "")), "round": int(props.get("round", 0)),
+                "input_name": str(props.get("input_name", input_name)),
+                "output_name": str(props.get("output_name", "embeddings"))}
 
 
 class OnnxMediaEncoder:
@@ -82,7 +97,7 @@ class OnnxMediaEncoder:
         self.sha256 = sha256_file(self.path)
         self.providers = self.session.get_providers()
 
-    def read_meta(self, props: dict[str, Any]) -> Any:
+    def read_meta(self, props: dict[str, Any]) -> MediaModelMeta:
         raise NotImplementedError
 
     @property

@@ -16,25 +16,19 @@ from typing import Any
 
 import numpy as np
 
-from export.retrieve.media import MediaFiles, OnnxMediaEncoder, common_meta
+from export.retrieve.media import MediaFiles, MediaModelMeta, OnnxMediaEncoder
 from fedssl.data.skips import SkipReason
 from fedssl.data.video import UnusableVideo, list_videos, read_video
 
 MAX_WINDOWS = 8  # a long file is decoded up to this many windows' worth of frames, then its centre window taken
 
 
-@dataclass(frozen=True)
-class VideoModelMeta:
-    """What an index records about the model (the fields :class:`RetrievalIndex` reads) and what input it takes."""
+@dataclass(frozen=True, kw_only=True)
+class VideoModelMeta(MediaModelMeta):
+    """A video model's meta and its input: ``frames`` grey frames of ``size x size``."""
 
-    embedding_dim: int
     frames: int
     size: int
-    precision: str = "fp32"
-    run_id: str = ""
-    round: int = 0
-    input_name: str = "clips"
-    output_name: str = "embeddings"
 
 
 class OnnxVideoEncoder(OnnxMediaEncoder):
@@ -43,8 +37,8 @@ class OnnxVideoEncoder(OnnxMediaEncoder):
     modality, kind, noun = "video", "a video encoder", "clips"
 
     def read_meta(self, props: dict[str, Any]) -> VideoModelMeta:
-        return VideoModelMeta(int(props["embedding_dim"]), int(props["frames"]), int(props["size"]),
-                              **common_meta(props, "clips"))
+        return VideoModelMeta(frames=int(props["frames"]), size=int(props["size"]),
+                              **VideoModelMeta.common(props, "clips"))
 
     @property
     def input_shape(self) -> tuple[int, ...]:
