@@ -1,12 +1,13 @@
-"""Does the exported file compute what the PyTorch encoder computes? Checked on real images, loudly.
+"""Does the exported file compute what the PyTorch encoder computes? Checked on real inputs, loudly.
 
-Both sides see the same uint8 images through the same preprocessing; the ONNX
-side runs once image by image and once in one batch, which also proves the
-dynamic batch axis.
+Both sides see the same inputs (uint8 images through the same preprocessing; the float waveforms
+or clips an audio or video model takes as they are); the ONNX side runs once input by input and
+once in one batch, which also proves the dynamic batch axis.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -72,16 +73,56 @@ def check_parity(encoder: nn.Module, model_path: str | Path, images: np.ndarray,
     Raises:
         ParityError: if max |torch - onnx| > ``max_abs_diff`` or some cosine < ``min_cosine``.
     """
-    reference = torch_embed(encoder, images, meta)
     onnx_encoder = OnnxEncoder(model_path, provider="cpu")
-    batched = onnx_encoder.embed(images)
-    one_by_one = np.concatenate([onnx_encoder.embed(images[i:i + 1]) for i in range(min(single, len(images)))])
+    return judge(torch_embed(encoder, images, meta), onnx_encoder.embed, images, f"{model_path}", "real images",
+                 max_abs_diff, min_cosine, single)
+
+
+@torch.no_grad()
+def torch_embed_array(encoder: nn.Module, inputs: np.ndarray) -> np.ndarray:
+    """PyTorch embeddings ``(N, D)`` of float inputs the model takes as they are (waveforms, clips)."""
+    return encoder.eval()(torch.from_numpy(inputs.astype(np.float32))).numpy()
+
+
+def onnx_embed(path: str | Path, inputs: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """onnxruntime (CPU) embeddings ``(N, D)`` of float inputs fed as they are to the model's one input."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: inputs[i:i + batch_size].astype(np.float32)})[0]
+                           for i in range(0, len(inputs), batch_size)])
+
+
+def check_array_parity(encoder: nn.Module, path: Path, inputs: np.ndarray, noun: str,
+                       max_abs_diff: float = MAX_ABS_DIFF, min_cosine: float = MIN_COSINE, batch_size: int = 64,
+                       single: int = 4) -> ParityReport:
+    """onnxruntime vs PyTorch on float ``inputs`` (``noun``: what they are), batched and the first ``single``
+    one at a time.
+
+    Raises:
+        ParityError: if the limits are exceeded.
+    """
+    return judge(torch_embed_array(encoder, inputs), lambda x: onnx_embed(path, x, batch_size), inputs, f"{path}",
+                 noun, max_abs_diff, min_cosine, single)
+
+
+def judge(reference: np.ndarray, embed: Callable[[np.ndarray], np.ndarray], inputs: np.ndarray, model: str,
+          noun: str, max_abs_diff: float, min_cosine: float, single: int) -> ParityReport:
+    """The report of ``embed`` (onnxruntime) against ``reference`` (PyTorch) on ``inputs``, batched and the first
+    ``single`` one at a time.
+
+    Raises:
+        ParityError: if max |torch - onnx| > ``max_abs_diff`` or some cosine < ``min_cosine``.
+    """
+    batched = embed(inputs)
+    one_by_one = np.concatenate([embed(inputs[i:i + 1]) for i in range(min(single, len(inputs)))])
     diff, cos = compare(reference, batched)
     diff1, cos1 = compare(reference[:len(one_by_one)], one_by_one)
-    report = ParityReport(len(images), (1, len(images)), max(diff, diff1), min(cos, cos1), max_abs_diff, min_cosine)
+    report = ParityReport(len(inputs), (1, len(inputs)), max(diff, diff1), min(cos, cos1), max_abs_diff, min_cosine)
     if not report.ok:
         raise ParityError(
-            f"PARITY FAILED for {model_path}: onnxruntime vs PyTorch on {len(images)} real images: "
+            f"PARITY FAILED for {model}: onnxruntime vs PyTorch on {len(inputs)} {noun}: "
             f"max |diff| {report.max_abs_diff:.3g} (limit {max_abs_diff:g}), "
             f"min cosine {report.min_cosine:.6f} (limit {min_cosine:g})", report)
     return report

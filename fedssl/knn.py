@@ -1,4 +1,4 @@
-"""Weighted kNN retrieval accuracy: how well do embeddings group images by class without training?
+"""Weighted kNN and retrieval top-k accuracy: how well do embeddings group items by class without training?
 
 [0] Unsupervised Feature Learning via Non-Parametric Instance Discrimination, 2018, arXiv:1805.01978
 """
@@ -35,6 +35,33 @@ def knn_top1(gallery: Tensor, gallery_labels: Tensor, queries: Tensor, query_lab
     num_classes = int(max(gallery_labels.max(), query_labels.max())) + 1
     preds = knn_predict(gallery, gallery_labels, queries, num_classes, k, t)
     return float((preds == query_labels).float().mean())
+
+
+@torch.no_grad()
+def retrieval_top_k(gallery: Tensor, gallery_labels: Tensor, queries: Tensor, query_labels: Tensor, k: int = 5,
+                    chunk: int = 1024) -> float:
+    """Fraction of queries with at least one of their ``k`` most cosine-similar gallery items in their class.
+
+    Retrieval top-k (recall@k) as FedVSSL and CtP evaluate clip retrieval: exact cosine of the embeddings as
+    given (no centring), a query is a hit if any of its ``k`` nearest gallery items has its label.
+    ``k`` is capped at the gallery size; top-1 is the nearest neighbour's label agreement.
+
+    Shape: gallery (G, dim), gallery_labels (G,), queries (Q, dim), query_labels (Q,) -> accuracy
+
+    Raises:
+        ValueError: if ``k < 1`` or the gallery is empty.
+    """
+    if k < 1:
+        raise ValueError(f"retrieval k = {k} must be >= 1")
+    if gallery.shape[0] == 0:
+        raise ValueError("retrieval needs a non-empty gallery")
+    gallery = F.normalize(gallery.float(), dim=1)
+    k = min(k, gallery.shape[0])
+    hits = []
+    for q, labels in zip(F.normalize(queries.float(), dim=1).split(chunk), query_labels.split(chunk), strict=True):
+        idx = (q @ gallery.T).topk(k, dim=1).indices  # (chunk, k)
+        hits.append((gallery_labels[idx] == labels[:, None]).any(dim=1))
+    return float(torch.cat(hits).float().mean())
 
 
 @torch.no_grad()

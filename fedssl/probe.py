@@ -6,14 +6,15 @@ as they are: no centring, no standardisation, exactly what retrieval with the ex
 device (``export/retrieve/``). kNN at ``eval.report-k``, the same kNN after centring both sets on the
 gallery mean (a secondary figure: it hides a collapse to one point plus a small spread, which exact
 retrieval does not survive) and a linear probe (logistic regression on frozen, standardised embeddings
-of ``eval.linear-labels`` labelled gallery images) are reported beside it. Baselines on raw pixels and
+of ``eval.linear-labels`` labelled gallery images) are reported beside it; video tasks add retrieval top-5
+(a hit if any of the 5 nearest gallery items has the query's label). Baselines on raw pixels and
 on a randomly initialised encoder are scored the same way and give every figure its reference.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from fedssl.augment import normalization
 from fedssl.config import EvalConfig, ModelConfig
 from fedssl.data.digits import load_digits_images
 from fedssl.data.fashion_mnist import load_fashion_mnist
-from fedssl.knn import embed, knn_top1
+from fedssl.knn import embed, knn_top1, retrieval_top_k
 from fedssl.registry import Registry
 
 
@@ -83,19 +84,23 @@ def load_probe_tasks(cfg: EvalConfig, image_size: int, seed: int = 0) -> list[Pr
     return [load(cfg, image_size, rng) for load in loaders]
 
 
+RETRIEVAL_K = 5  # retrieval top-5, reported beside top-1 for clip retrieval (FedVSSL, CtP)
+
+
 @dataclass(frozen=True)
 class ProbeScores:
-    """Per task: kNN top-1 at ``eval.knn-k`` (the selection score), at ``eval.report-k``, linear probe, and the
-    centred kNN at ``eval.knn-k`` (secondary)."""
+    """Per task: kNN top-1 at ``eval.knn-k`` (the selection score), at ``eval.report-k``, linear probe, the
+    centred kNN at ``eval.knn-k`` (secondary) and, where a modality asks for it, retrieval top-5."""
 
     knn: dict[str, float]
     knn_report: dict[str, float]
     linear: dict[str, float]
     knn_centred: dict[str, float]
+    retrieval_top5: dict[str, float] = field(default_factory=dict)  # empty unless scored with ``top5=True``
 
     def as_dict(self) -> dict[str, dict[str, float]]:
-        return {"knn": self.knn, "knn_report": self.knn_report, "linear": self.linear,
-                "knn_centred": self.knn_centred}
+        out = {"knn": self.knn, "knn_report": self.knn_report, "linear": self.linear, "knn_centred": self.knn_centred}
+        return {**out, "retrieval_top5": self.retrieval_top5} if self.retrieval_top5 else out
 
 
 def evaluate_backbone(backbone: nn.Module, tasks: list[ProbeTask], model_cfg: ModelConfig,
@@ -153,9 +158,12 @@ def probe_pixels(tasks: list[ProbeTask], cfg: EvalConfig, linear: bool = True) -
 
 
 def score_embeddings(embeddings: dict[str, tuple[torch.Tensor, torch.Tensor]], tasks: list[ProbeTask],
-                     cfg: EvalConfig, linear: bool) -> ProbeScores:
-    """Every probe on precomputed (gallery, queries) embeddings per task; any modality's embeddings."""
-    knn, report, lin, centred = {}, {}, {}, {}
+                     cfg: EvalConfig, linear: bool, top5: bool = False) -> ProbeScores:
+    """Every probe on precomputed (gallery, queries) embeddings per task; any modality's embeddings.
+
+    ``top5`` adds retrieval top-5 (:data:`RETRIEVAL_K`; exact cosine, no centring) per task.
+    """
+    knn, report, lin, centred, top = {}, {}, {}, {}, {}
     for task in tasks:
         g, q = embeddings[task.name]
         knn[task.name] = retrieval_knn_top1(g, q, task, cfg)
@@ -163,7 +171,10 @@ def score_embeddings(embeddings: dict[str, tuple[torch.Tensor, torch.Tensor]], t
         centred[task.name] = centred_knn_top1(g, q, task, cfg)
         if linear:
             lin[task.name] = linear_probe_top1(g, q, task, cfg.linear_labels)
-    return ProbeScores(knn, report, lin, centred)
+        if top5:
+            top[task.name] = retrieval_top_k(g, torch.from_numpy(task.gallery_labels), q,
+                                             torch.from_numpy(task.query_labels), RETRIEVAL_K)
+    return ProbeScores(knn, report, lin, centred, top)
 
 
 def linear_probe_top1(gallery: torch.Tensor, queries: torch.Tensor, task: ProbeTask, num_labels: int,

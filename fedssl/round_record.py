@@ -61,14 +61,17 @@ class RoundRecord:
     knn_report: dict[str, float] = field(default_factory=dict)  # kNN top-1 at eval.report-k
     linear: dict[str, float] = field(default_factory=dict)  # linear probe top-1 (last round only)
     knn_centred: dict[str, float] = field(default_factory=dict)  # kNN at eval.knn-k on centred embeddings
+    retrieval_top5: dict[str, float] = field(default_factory=dict)  # retrieval top-5 (video tasks; else empty)
     eval_seconds: float = 0.0
     seconds: float = 0.0  # the whole round, wall time
 
     def evaluated(self, knn: Mapping[str, float], knn_report: Mapping[str, float], linear: Mapping[str, float],
-                  eval_seconds: float, seconds: float, knn_centred: Mapping[str, float] | None = None) -> RoundRecord:
+                  eval_seconds: float, seconds: float, knn_centred: Mapping[str, float] | None = None,
+                  retrieval_top5: Mapping[str, float] | None = None) -> RoundRecord:
         """This round with its probe scores and timings added."""
         return replace(self, knn=dict(knn), knn_report=dict(knn_report), linear=dict(linear),
-                       eval_seconds=eval_seconds, seconds=seconds, knn_centred=dict(knn_centred or {}))
+                       eval_seconds=eval_seconds, seconds=seconds, knn_centred=dict(knn_centred or {}),
+                       retrieval_top5=dict(retrieval_top5 or {}))
 
     def to_dict(self) -> dict[str, Any]:
         """The round as ``metrics.json`` stores it (lists, plain dicts)."""

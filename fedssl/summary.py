@@ -16,17 +16,21 @@ def latest_run(outputs: Path, since: float = 0.0) -> Path | None:
 
 
 def summarize(metrics: dict) -> str:
-    """The final round beside every baseline: kNN at the selection k, kNN at the report k, linear probe."""
+    """The final round beside every baseline: kNN at the selection k, kNN at the report k, linear probe, and
+    retrieval top-5 where the run scored it (video tasks)."""
     rounds = [RoundRecord.from_dict(r) for r in metrics["rounds"]]
     lines = [f"run {metrics['run_id']}: {metrics['status']}, {len(rounds)} rounds"]
     tasks = sorted({t for r in rounds for t in r.knn})
     config = metrics.get("config", {})
     k, report_k = config.get("eval.knn-k", "k"), config.get("eval.report-k", "k")
     final = rounds[-1] if rounds else RoundRecord(round=0, sampled=0, available=0)
-    rows = [("federated", {"knn": final.knn, "knn_report": final.knn_report, "linear": final.linear})]
+    rows = [("federated", {"knn": final.knn, "knn_report": final.knn_report, "linear": final.linear,
+                           "retrieval_top5": final.retrieval_top5})]
     probes = metrics.get("baseline_probes", {})
     rows += [(name, probes.get(name, {"knn": scores})) for name, scores in metrics["baselines"].items()]
     columns = [("knn", f"kNN@{k}"), ("knn_report", f"kNN@{report_k}"), ("linear", "linear")]
+    if any(r.retrieval_top5 for r in rounds):
+        columns.append(("retrieval_top5", "top-5"))
     for task in tasks:  # one block per probe task: rows are the encoder and its baselines
         lines.append(f"{task:<16}" + "".join(f"{label:>10}" for _, label in columns))
         for name, scores in rows:

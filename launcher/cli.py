@@ -71,7 +71,8 @@ def deployment_from(args: argparse.Namespace) -> LocalDeployment:
 
 def audio_run_config(overrides: dict, smoke: bool) -> dict:
     """``AUDIO_RUN`` (or its tiny variant) with an absolute ``audio.corpus-dir``; the corpus is made if missing."""
-    from fedssl.data.audio_corpus import MANIFEST, make_corpus
+    from fedssl.data.audio_corpus import make_corpus
+    from fedssl.data.manifest import MANIFEST
 
     config = {**(TINY_AUDIO_RUN if smoke else AUDIO_RUN), **overrides}
     corpus = Path(config.get("audio.corpus-dir", "data/audio-corpus")).expanduser().resolve()
@@ -83,7 +84,8 @@ def audio_run_config(overrides: dict, smoke: bool) -> dict:
 
 def video_run_config(overrides: dict, smoke: bool) -> dict:
     """``VIDEO_RUN`` (or its tiny variant) with an absolute ``video.corpus-dir``; the corpus is made if missing."""
-    from fedssl.data.video_corpus import MANIFEST, make_corpus
+    from fedssl.data.manifest import MANIFEST
+    from fedssl.data.video_corpus import make_corpus
 
     config = {**(TINY_VIDEO_RUN if smoke else VIDEO_RUN), **overrides}
     corpus = Path(config.get("video.corpus-dir", "data/video-corpus")).expanduser().resolve()

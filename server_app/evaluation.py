@@ -65,16 +65,17 @@ class RoundEvaluator:
         record = trained.evaluated(probes.knn, probes.knn_report, probes.linear,
                                    eval_seconds=time.perf_counter() - started,
                                    seconds=time.perf_counter() - self.strategy.round_started,
-                                   knn_centred=probes.knn_centred)
+                                   knn_centred=probes.knn_centred, retrieval_top5=probes.retrieval_top5)
         improved = self.outputs.record_round(record, np_arrays, self.strategy.state())
         knn = "  ".join(f"{t}={s:.4f}{'*' if t in improved else ''}" for t, s in record.knn.items())
         log(logging.INFO, "[fedssl] round %d/%d  loss=%.4f  clients %d/%d accepted (%d excluded, %d failed)  "
-            "kNN %s  %.1fs", record.round, self.total, record.loss, record.accepted,
-            record.sampled, len(record.excluded), record.failed, knn, record.seconds)
+            "kNN %s%s  %.1fs", record.round, self.total, record.loss, record.accepted,
+            record.sampled, len(record.excluded), record.failed, knn, _top5(record.retrieval_top5), record.seconds)
         for observer in self.observers:
             observer.observe_round(record, best=self.outputs.metrics["best"],
                                    baselines=self.outputs.metrics["baselines"])
-        return MetricRecord({f"knn-{t}": s for t, s in record.knn.items()})
+        return MetricRecord({**{f"knn-{t}": s for t, s in record.knn.items()},
+                             **{f"top5-{t}": s for t, s in record.retrieval_top5.items()}})
 
     def _baselines(self, initial: dict[str, np.ndarray]) -> MetricRecord:
         baselines = self.outputs.metrics["baselines"]
@@ -91,6 +92,12 @@ class RoundEvaluator:
             self.outputs.record_initial(initial, random_init.knn)
             self.outputs.write_metrics()
         for name, scores in baselines.items():
-            log(logging.INFO, "[fedssl] baseline %-11s kNN %s", name,
-                "  ".join(f"{t}={s:.4f}" for t, s in scores.items()))
+            top5 = self.outputs.metrics["baseline_probes"].get(name, {}).get("retrieval_top5", {})
+            log(logging.INFO, "[fedssl] baseline %-11s kNN %s%s", name,
+                "  ".join(f"{t}={s:.4f}" for t, s in scores.items()), _top5(top5))
         return MetricRecord({f"{n}-{t}": s for n, sc in baselines.items() for t, s in sc.items()})
+
+
+def _top5(scores: Mapping[str, float]) -> str:
+    """The console line's retrieval top-5 part (empty for tasks without it)."""
+    return "  top-5 " + "  ".join(f"{t}={s:.4f}" for t, s in scores.items()) if scores else ""

@@ -10,9 +10,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from export.audio import INPUT_NAME, onnx_embed, real_waves
+from export.audio import INPUT_NAME, real_waves
 from export.cli import main
-from export.parity import compare
+from export.parity import compare, onnx_embed
 from export.retrieve.cli import main as retrieve
 from fedssl.checkpoint import load_encoder, save_encoder
 from fedssl.config import RunConfig

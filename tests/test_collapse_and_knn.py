@@ -44,6 +44,50 @@ def test_knn_separates_clusters_and_is_at_chance_on_noise():
     assert abs(acc - 0.2) < 0.06
 
 
+
+def _unit(degrees: list[float]) -> torch.Tensor:
+    """2-D unit vectors at these angles: cosine order is angle order."""
+    a = torch.tensor(degrees, dtype=torch.float64).deg2rad()
+    return torch.stack([a.cos(), a.sin()], dim=1).float()
+
+
+def test_retrieval_top5_counts_a_hit_anywhere_in_the_five_nearest_and_top1_only_the_nearest():
+    from fedssl.knn import retrieval_top_k
+
+    # query 0 (label 0): its nearest four are label 1, the fifth is label 0 -> top-1 miss, top-5 hit
+    # query 1 (label 2): its nearest is label 2 -> hit at both
+    # query 2 (label 3): no label-3 item in the gallery -> miss at both
+    gallery = _unit([1, 2, 3, 4, 5, 100, 181, 182, 183])
+    gallery_labels = torch.tensor([1, 1, 1, 1, 0, 2, 0, 0, 0])  # no label 3 at all
+    queries, query_labels = _unit([0, 99, 270]), torch.tensor([0, 2, 3])
+    assert retrieval_top_k(gallery, gallery_labels, queries, query_labels, k=1) == pytest.approx(1 / 3)
+    assert retrieval_top_k(gallery, gallery_labels, queries, query_labels, k=4) == pytest.approx(1 / 3)
+    assert retrieval_top_k(gallery, gallery_labels, queries, query_labels, k=5) == pytest.approx(2 / 3)
+    # exact cosine: a length does not matter, and k is capped at the gallery (every query with a match hits)
+    assert retrieval_top_k(7 * gallery, gallery_labels, queries * 0.1, query_labels, k=5) == pytest.approx(2 / 3)
+    assert retrieval_top_k(gallery, gallery_labels, queries, query_labels, k=50) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="k = 0"):
+        retrieval_top_k(gallery, gallery_labels, queries, query_labels, k=0)
+
+
+@pytest.mark.parametrize("k", [1, 5])
+def test_retrieval_top_k_agrees_with_a_brute_force_count_and_top1_with_the_device_search(k):
+    from export.retrieve.search import top1_label_agreement
+    from fedssl.knn import retrieval_top_k
+
+    g = torch.Generator().manual_seed(k)
+    gallery, queries = torch.randn(300, 8, generator=g), torch.randn(150, 8, generator=g)
+    gallery_labels, query_labels = torch.randint(0, 6, (300,), generator=g), torch.randint(0, 6, (150,), generator=g)
+    sim = torch.nn.functional.normalize(queries, dim=1) @ torch.nn.functional.normalize(gallery, dim=1).T
+    order = sim.argsort(dim=1, descending=True)[:, :k]
+    expected = sum(int(query_labels[i]) in gallery_labels[order[i]].tolist() for i in range(150)) / 150
+    chunked = retrieval_top_k(gallery, gallery_labels, queries, query_labels, k=k, chunk=7)
+    assert chunked == pytest.approx(expected) == pytest.approx(
+        retrieval_top_k(gallery, gallery_labels, queries, query_labels, k=k))
+    if k == 1:
+        assert chunked == pytest.approx(top1_label_agreement(gallery.numpy(), gallery_labels.numpy(),
+                                                             queries.numpy(), query_labels.numpy()))
+
 class _Offset(torch.nn.Module):
     """Flattened pixels plus a constant shared by every embedding (a bias no class information lives in)."""
 

@@ -116,7 +116,8 @@ def test_a_killed_launcher_takes_its_processes_with_it(tmp_path):
 
 def test_video_run_config_points_at_an_absolute_corpus_and_keeps_an_existing_one(tmp_path, monkeypatch):
     from fedssl.config import RunConfig
-    from fedssl.data.video_corpus import MANIFEST, CorpusSpec, make_corpus
+    from fedssl.data.manifest import MANIFEST
+    from fedssl.data.video_corpus import CorpusSpec, make_corpus
     from launcher.cli import video_run_config
 
     make_corpus(tmp_path / "corpus", CorpusSpec(train_per_motion=1, test_per_motion=1))

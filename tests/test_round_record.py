@@ -51,3 +51,20 @@ def test_the_console_summary_reads_the_records():
     assert "run 7: completed, 1 rounds" in text and "0.8000" in text and "0.9500" in text
     assert "best digits: 0.8000 at round 3" in text
     assert math.isnan(RoundRecord(round=1, sampled=0, available=0).loss)
+
+
+def test_retrieval_top5_is_stored_read_back_and_summarised_only_where_a_run_scored_it():
+    video = TRAINED.evaluated({"video-motion": 0.5}, {"video-motion": 0.45}, {}, eval_seconds=1.0, seconds=2.0,
+                              retrieval_top5={"video-motion": 0.75})
+    stored = json.loads(json.dumps(video.to_dict()))
+    assert stored["retrieval_top5"] == {"video-motion": 0.75} and RoundRecord.from_dict(stored) == video
+    metrics = {"run_id": "8", "status": "completed", "rounds": [stored], "best": {},
+               "baselines": {"raw-pixels": {"video-motion": 0.4}},
+               "baseline_probes": {"raw-pixels": {"knn": {"video-motion": 0.4},
+                                                  "retrieval_top5": {"video-motion": 0.6}}}}
+    header, federated, raw = summarize(metrics).splitlines()[1:4]
+    assert header.split()[-1] == "top-5"
+    assert federated.split()[-1] == "0.7500" and raw.split()[-1] == "0.6000"
+    image = TRAINED.evaluated({"digits": 0.8}, {"digits": 0.82}, {}, eval_seconds=1.0, seconds=2.0)
+    assert image.retrieval_top5 == {}
+    assert "top-5" not in summarize({**metrics, "rounds": [image.to_dict()], "baseline_probes": {}})

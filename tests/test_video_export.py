@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from export.cli import main
-from export.parity import compare
+from export.parity import compare, onnx_embed
 from export.retrieve.cli import main as retrieve
-from export.video import INPUT_NAME, onnx_embed, real_clips
+from export.video import INPUT_NAME, real_clips
 from fedssl.checkpoint import load_encoder, save_encoder
 from fedssl.config import RunConfig
 from fedssl.data.video_corpus import CorpusSpec, make_corpus, write_video

@@ -50,7 +50,11 @@ def test_three_video_clients_two_rounds_both_labels_probed(video_run):
         assert (r["sampled"], r["replied"], r["accepted"], r["failed"]) == (3, 3, 3, 0)
         assert set(r["knn"]) == set(TASKS) and r["loss"] > 0
         assert all(0.0 <= s <= 1.0 for s in r["knn"].values())
+        # clip retrieval top-5 beside top-1 (kNN at eval.report-k = 1) every round
+        assert set(r["retrieval_top5"]) == set(TASKS)
+        assert all(r["knn_report"][t] <= r["retrieval_top5"][t] <= 1.0 for t in TASKS)
     assert set(metrics["baselines"]) == {"raw-pixels", "random-init", "random-init-bn"}
+    assert all(set(p["retrieval_top5"]) == set(TASKS) for p in metrics["baseline_probes"].values())
     chance = {"video-motion": 1 / 8, "video-object": 1 / 10}
     for task in TASKS:  # raw pixels are above chance on both labels: the tasks are learnable
         assert metrics["baselines"]["raw-pixels"][task] > 1.5 * chance[task]

@@ -23,10 +23,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from export.retrieve.audio import AudioFiles, open_encoder
+from export.retrieve.audio import AudioFiles, OnnxAudioEncoder
 from export.retrieve.encoder import ModelError, OnnxEncoder
 from export.retrieve.images import FashionMnistImages, FileImages
 from export.retrieve.index import IndexFileError, ModelMismatchError, RetrievalIndex, embed_source
+from export.retrieve.media import OnnxMediaEncoder, model_props
 from fedssl.data.decode import DEFAULT_MAX_PIXELS
 
 PROG = "fedssl-retrieve"
@@ -86,6 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("-k", type=_int_at_least(1), default=5, help="neighbours per query (default 5)")
     query.add_argument("--format", choices=["text", "json"], default="text")
     return parser
+
+
+def open_encoder(path: str | Path, provider: str = "auto", threads: int = 0) -> OnnxEncoder | OnnxMediaEncoder:
+    """The right encoder for an exported model: audio (waveform in), video (grey clips in) or image."""
+    modality = model_props(path).get("modality")
+    if modality == "audio":
+        return OnnxAudioEncoder(path, provider, threads)
+    if modality == "video":
+        from export.retrieve.video import OnnxVideoEncoder  # PyAV only where a video model is used
+
+        return OnnxVideoEncoder(path, provider, threads)
+    return OnnxEncoder(path, provider, threads)
 
 
 def _source(args: argparse.Namespace, paths: Sequence[str] | None, encoder: OnnxEncoder):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,20 +11,9 @@ import numpy as np
 from fedssl.config import AudioConfig, RunConfig
 from fedssl.data.audio import load_audio_folder, load_clips
 from fedssl.data.audio_corpus import Clip, read_manifest
-from fedssl.data.partition import node_partition
+from fedssl.data.clip_corpus import Corpus, decode_corpus, node_clips, train_shard
 
-
-@dataclass(frozen=True)
-class Corpus:
-    """Every clip of a generated corpus ``(N, clip_samples)`` with its manifest row."""
-
-    clips: np.ndarray
-    rows: tuple[Clip, ...]
-
-    def select(self, kind: str | None = None, split: str | None = None) -> np.ndarray:
-        """Indices of the rows of ``kind`` (speech/sound) and ``split`` (train/test); None: any."""
-        return np.asarray([i for i, r in enumerate(self.rows)
-                           if (kind is None or r.kind == kind) and (split is None or r.split == split)], dtype=np.int64)
+AudioCorpus = Corpus[Clip]  # clips (N, clip_samples); rows with kind (speech/sound) and split (train/test)
 
 
 def corpus_dir(cfg: AudioConfig) -> Path:
@@ -33,16 +21,12 @@ def corpus_dir(cfg: AudioConfig) -> Path:
 
 
 @functools.lru_cache(maxsize=2)
-def _load_corpus(root: str, sample_rate: int, clip_seconds: float, min_seconds: float) -> Corpus:
-    rows = read_manifest(root)
-    audio = load_clips([Path(root) / r.path for r in rows], sample_rate, clip_seconds, min_seconds,
-                       max_clips_per_file=1)
-    kept = set(audio.paths)
-    rows = tuple(r for r in rows if str(Path(root) / r.path) in kept)  # a damaged file drops its row
-    return Corpus(audio.clips, rows)
+def _load_corpus(root: str, sample_rate: int, clip_seconds: float, min_seconds: float) -> AudioCorpus:
+    return decode_corpus(root, read_manifest(root), lambda paths: load_clips(
+        paths, sample_rate, clip_seconds, min_seconds, max_clips_per_file=1))
 
 
-def load_corpus(cfg: AudioConfig) -> Corpus:
+def load_corpus(cfg: AudioConfig) -> AudioCorpus:
     """The corpus at ``audio.corpus-dir``, decoded once per process.
 
     Raises:
@@ -54,14 +38,7 @@ def load_corpus(cfg: AudioConfig) -> Corpus:
 def corpus_shard(cfg: RunConfig, partition_id: int, num_partitions: int) -> np.ndarray:
     """One simulated device's unlabeled clips: the train split (speech and sounds), partitioned over
     speakers/players with ``data.partition`` (Dirichlet: each source's clips spread unevenly over devices)."""
-    from fedssl.data.partition import partition
-
-    corpus = load_corpus(cfg.audio)
-    train = corpus.select(split="train")
-    sources = np.unique([corpus.rows[i].source for i in train], return_inverse=True)[1]
-    shards = partition(sources, num_partitions, cfg.data.partition, alpha=cfg.data.alpha,
-                       classes_per_client=cfg.data.classes_per_client, seed=cfg.seed)
-    return corpus.clips[train[shards[partition_id]]]  # labels stay behind
+    return train_shard(cfg, load_corpus(cfg.audio), lambda row: row.source, partition_id, num_partitions)
 
 
 def node_audio(cfg: RunConfig, node_config: Mapping[str, object]) -> np.ndarray:
@@ -70,12 +47,9 @@ def node_audio(cfg: RunConfig, node_config: Mapping[str, object]) -> np.ndarray:
     Raises:
         ValueError: if the node config has neither ``data-dir`` nor a valid ``partition-id``.
     """
-    data_dir = str(node_config.get("data-dir", "") or "")
     a = cfg.audio
-    if data_dir:
-        return _folder(data_dir, a.sample_rate, a.clip_seconds, a.min_seconds)
-    pid, n = node_partition(node_config, "a folder of audio files", "a shard of the generated audio corpus")
-    return corpus_shard(cfg, pid, n)
+    return node_clips(node_config, lambda data_dir: _folder(data_dir, a.sample_rate, a.clip_seconds, a.min_seconds),
+                      lambda pid, n: corpus_shard(cfg, pid, n), "audio")
 
 
 @functools.lru_cache(maxsize=4)

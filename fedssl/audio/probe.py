@@ -18,37 +18,27 @@ import torch
 from torch import Tensor, nn
 
 from fedssl.audio.augment import centre_crops
-from fedssl.audio.data import Corpus, load_corpus
+from fedssl.audio.data import AudioCorpus, load_corpus
+from fedssl.clip_probe import calibrate_on_clips, draw_task, embed_clips, load_corpus_tasks
 from fedssl.config import RunConfig
 from fedssl.models.frontend import LogMel
 from fedssl.probe import ProbeScores, ProbeTask, score_embeddings
 from fedssl.registry import Registry
 
 # loader(run config, corpus, rng) -> the task's gallery and queries (float32 waveforms (N, crop samples))
-AudioTaskLoader = Callable[[RunConfig, Corpus, np.random.Generator], ProbeTask]
+AudioTaskLoader = Callable[[RunConfig, AudioCorpus, np.random.Generator], ProbeTask]
 AUDIO_TASKS: Registry[AudioTaskLoader] = Registry("eval.tasks")
 
 
 def _task(name: str, kind: str, label: str) -> AudioTaskLoader:
-    def load(cfg: RunConfig, corpus: Corpus, rng: np.random.Generator) -> ProbeTask:
-        parts = []
-        for split, size in (("train", cfg.eval.gallery_size), ("test", cfg.eval.query_size)):
-            idx = corpus.select(kind, split)
-            if not len(idx):
-                raise ValueError(f"eval task {name!r}: the corpus at {cfg.audio.corpus_dir} has no {kind}/{split} "
-                                 "clips (made without espeak-ng?)")
-            idx = np.sort(rng.choice(idx, min(size, len(idx)), replace=False))
-            parts.append(idx)
-        values = sorted({getattr(corpus.rows[i], label) for i in np.concatenate(parts)})
-        code = {v: c for c, v in enumerate(values)}
+    def load(cfg: RunConfig, corpus: AudioCorpus, rng: np.random.Generator) -> ProbeTask:
         crop = int(round(cfg.audio.crop_seconds * cfg.audio.sample_rate))
-
-        def labels(idx: np.ndarray) -> np.ndarray:
-            return np.asarray([code[getattr(corpus.rows[i], label)] for i in idx], dtype=np.int64)
-
-        g, q = parts
-        return ProbeTask(name, centre_crops(corpus.clips[g], crop), labels(g), centre_crops(corpus.clips[q], crop),
-                         labels(q))
+        return draw_task(name, corpus.clips, [getattr(r, label) for r in corpus.rows],
+                         {split: corpus.select(split, kind=kind) for split in ("train", "test")},
+                         {"train": cfg.eval.gallery_size, "test": cfg.eval.query_size}, rng,
+                         lambda clips: centre_crops(clips, crop),
+                         f"the corpus at {cfg.audio.corpus_dir} has no {kind}/{{split}} clips "
+                         "(made without espeak-ng?)")
     return load
 
 
@@ -60,21 +50,17 @@ DEFAULT_AUDIO_TASKS = ("speech-words", "sound-pitch", "sound-timbre")
 
 def load_audio_tasks(cfg: RunConfig) -> list[ProbeTask]:
     """The tasks named in ``eval.tasks``, drawn from the corpus with one generator seeded by ``seed``."""
-    loaders = [AUDIO_TASKS.get(name) for name in cfg.eval.tasks]
-    corpus = load_corpus(cfg.audio)
-    rng = np.random.default_rng(cfg.seed)
-    return [load(cfg, corpus, rng) for load in loaders]
+    return load_corpus_tasks(AUDIO_TASKS, cfg, lambda: load_corpus(cfg.audio))
 
 
-@torch.no_grad()
+def as_input(waves: np.ndarray) -> Tensor:
+    """float32 waveforms -> the encoder's input. Shape: (N, samples)"""
+    return torch.from_numpy(np.ascontiguousarray(waves)).float()
+
+
 def embed_audio(backbone: nn.Module, clips: np.ndarray, batch_size: int = 512) -> Tensor:
     """Embeddings ``(N, dim)`` of waveforms ``(N, samples)`` in eval mode."""
-    was_training = backbone.training
-    backbone.eval()
-    out = [backbone(torch.from_numpy(np.ascontiguousarray(clips[i:i + batch_size])).float())
-           for i in range(0, len(clips), batch_size)]
-    backbone.train(was_training)
-    return torch.cat(out)
+    return embed_clips(backbone, clips, as_input, batch_size)
 
 
 def probe_audio(backbone: nn.Module, tasks: list[ProbeTask], cfg: RunConfig, linear: bool = True) -> ProbeScores:
@@ -90,16 +76,6 @@ def probe_log_mel(tasks: list[ProbeTask], cfg: RunConfig, frontend: LogMel, line
     return score_embeddings(embeddings, tasks, cfg.eval, linear)
 
 
-@torch.no_grad()
 def calibrate_audio_batchnorm(backbone: nn.Module, clips: np.ndarray, batch_size: int = 256) -> nn.Module:
     """Re-estimate BatchNorm statistics on unlabeled clips (the calibrated random-init baseline)."""
-    norms = [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for bn in norms:
-        bn.reset_running_stats()
-        bn.momentum = None
-    backbone.train()
-    for i in range(0, len(clips), batch_size):
-        backbone(torch.from_numpy(np.ascontiguousarray(clips[i:i + batch_size])).float())
-    for bn in norms:
-        bn.momentum = 0.1
-    return backbone.eval()
+    return calibrate_on_clips(backbone, clips, as_input, batch_size)

@@ -21,7 +21,6 @@ Generation is deterministic for a seed (espeak-ng itself is deterministic).
 
 from __future__ import annotations
 
-import csv
 import io
 import logging
 import shutil
@@ -35,9 +34,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from fedssl.data.manifest import read_rows, write_manifest
+
 log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
-MANIFEST = "manifest.csv"
 FIELDS = ("path", "kind", "word", "pitch", "timbre", "source", "split")
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go", "backward", "forward",
@@ -263,10 +263,7 @@ def make_corpus(root: str | Path, spec: CorpusSpec = CorpusSpec(), workers: int 
         elif speech:
             log.warning("espeak-ng is not installed: the corpus has no speech (apt-get install espeak-ng)")
         clips += list(pool.map(lambda clip: _make_sound(clip, spec, root), _sound_jobs(spec)))
-    with open(root / MANIFEST, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(FIELDS)
-        writer.writerows([[getattr(c, name) for name in FIELDS] for c in clips])
+    write_manifest(root, clips, FIELDS)
     return clips
 
 
@@ -276,9 +273,4 @@ def read_manifest(root: str | Path) -> list[Clip]:
     Raises:
         FileNotFoundError: naming the script that makes the corpus.
     """
-    path = Path(root) / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"no audio corpus at {root} ({MANIFEST} missing); make one with "
-                                f"'python scripts/make_audio_corpus.py {root}'")
-    with open(path, newline="") as f:
-        return [Clip(**{k: row[k] for k in FIELDS}) for row in csv.DictReader(f)]
+    return read_rows(root, Clip, FIELDS, "audio")

@@ -20,7 +20,6 @@ images: probes retrieve unseen garments. Generation is deterministic for a seed.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-MANIFEST = "manifest.csv"
+from fedssl.data.manifest import read_rows, write_manifest
+
 FIELDS = ("path", "motion", "object", "split")
 MOTIONS = ("right", "left", "down", "up", "rotate-cw", "rotate-ccw", "zoom-in", "zoom-out")
 OBJECTS = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot")
@@ -153,10 +153,7 @@ def make_corpus(root: str | Path, spec: CorpusSpec = CorpusSpec()) -> list[Video
             row = VideoClip(f"{split}/{MOTIONS[m]}/{i:05d}.mp4", MOTIONS[m], OBJECTS[label], split)
             write_video(root / row.path, clip, spec.fps)
             rows.append(row)
-    with open(root / MANIFEST, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(FIELDS)
-        writer.writerows([[getattr(r, name) for name in FIELDS] for r in rows])
+    write_manifest(root, rows, FIELDS)
     return rows
 
 
@@ -166,9 +163,4 @@ def read_manifest(root: str | Path) -> list[VideoClip]:
     Raises:
         FileNotFoundError: naming the script that makes the corpus.
     """
-    path = Path(root) / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"no video corpus at {root} ({MANIFEST} missing); make one with "
-                                f"'python scripts/make_video_corpus.py {root}'")
-    with open(path, newline="") as f:
-        return [VideoClip(**{k: row[k] for k in FIELDS}) for row in csv.DictReader(f)]
+    return read_rows(root, VideoClip, FIELDS, "video")

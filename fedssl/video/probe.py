@@ -4,7 +4,8 @@
 - ``video-object``: which of 10 Fashion-MNIST garments moves (an appearance label, across motions).
 
 Gallery: train-split clips; queries: test-split clips (garments never seen in training). Scores are
-the image probes' (weighted kNN, linear probe; :func:`fedssl.probe.score_embeddings`) on
+the image probes' (weighted kNN, linear probe; :func:`fedssl.probe.score_embeddings`) plus clip
+retrieval top-5 (as FedVSSL and CtP report it; top-1 is ``knn_report`` at ``eval.report-k = 1``) on
 embeddings of the centre ``video.crop-frames`` window of each clip. The raw baseline is the
 flattened window's pixels in [0, 1].
 """
@@ -17,35 +18,25 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from fedssl.clip_probe import calibrate_on_clips, draw_task, embed_clips, load_corpus_tasks
 from fedssl.config import RunConfig
 from fedssl.probe import ProbeScores, ProbeTask, score_embeddings
 from fedssl.registry import Registry
 from fedssl.video.augment import centre_crops
-from fedssl.video.data import Corpus, load_corpus
+from fedssl.video.data import VideoCorpus, load_corpus
 
 # loader(run config, corpus, rng) -> the task's gallery and queries (uint8 windows (N, crop frames, size, size))
-VideoTaskLoader = Callable[[RunConfig, Corpus, np.random.Generator], ProbeTask]
+VideoTaskLoader = Callable[[RunConfig, VideoCorpus, np.random.Generator], ProbeTask]
 VIDEO_TASKS: Registry[VideoTaskLoader] = Registry("eval.tasks")
 
 
 def _task(name: str, label: str) -> VideoTaskLoader:
-    def load(cfg: RunConfig, corpus: Corpus, rng: np.random.Generator) -> ProbeTask:
-        parts = []
-        for split, size in (("train", cfg.eval.gallery_size), ("test", cfg.eval.query_size)):
-            idx = corpus.select(split)
-            if not len(idx):
-                raise ValueError(f"eval task {name!r}: the corpus at {cfg.video.corpus_dir} has no {split} clips")
-            parts.append(np.sort(rng.choice(idx, min(size, len(idx)), replace=False)))
-        values = sorted({getattr(corpus.rows[i], label) for i in np.concatenate(parts)})
-        code = {v: c for c, v in enumerate(values)}
-
-        def labels(idx: np.ndarray) -> np.ndarray:
-            return np.asarray([code[getattr(corpus.rows[i], label)] for i in idx], dtype=np.int64)
-
-        g, q = parts
-        length = cfg.video.crop_frames
-        return ProbeTask(name, centre_crops(corpus.clips[g], length), labels(g),
-                         centre_crops(corpus.clips[q], length), labels(q))
+    def load(cfg: RunConfig, corpus: VideoCorpus, rng: np.random.Generator) -> ProbeTask:
+        return draw_task(name, corpus.clips, [getattr(r, label) for r in corpus.rows],
+                         {split: corpus.select(split) for split in ("train", "test")},
+                         {"train": cfg.eval.gallery_size, "test": cfg.eval.query_size}, rng,
+                         lambda clips: centre_crops(clips, cfg.video.crop_frames),
+                         f"the corpus at {cfg.video.corpus_dir} has no {{split}} clips")
     return load
 
 
@@ -56,10 +47,7 @@ DEFAULT_VIDEO_TASKS = ("video-motion", "video-object")
 
 def load_video_tasks(cfg: RunConfig) -> list[ProbeTask]:
     """The tasks named in ``eval.tasks``, drawn from the corpus with one generator seeded by ``seed``."""
-    loaders = [VIDEO_TASKS.get(name) for name in cfg.eval.tasks]
-    corpus = load_corpus(cfg.video)
-    rng = np.random.default_rng(cfg.seed)
-    return [load(cfg, corpus, rng) for load in loaders]
+    return load_corpus_tasks(VIDEO_TASKS, cfg, lambda: load_corpus(cfg.video))
 
 
 def as_input(clips: np.ndarray) -> Tensor:
@@ -67,37 +55,22 @@ def as_input(clips: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(clips)).float() / 255.0
 
 
-@torch.no_grad()
 def embed_video(backbone: nn.Module, clips: np.ndarray, batch_size: int = 128) -> Tensor:
     """Embeddings ``(N, dim)`` of uint8 clips ``(N, T, H, W)`` in eval mode."""
-    was_training = backbone.training
-    backbone.eval()
-    out = [backbone(as_input(clips[i:i + batch_size])) for i in range(0, len(clips), batch_size)]
-    backbone.train(was_training)
-    return torch.cat(out)
+    return embed_clips(backbone, clips, as_input, batch_size)
 
 
 def probe_video(backbone: nn.Module, tasks: list[ProbeTask], cfg: RunConfig, linear: bool = True) -> ProbeScores:
     embeddings = {t.name: (embed_video(backbone, t.gallery), embed_video(backbone, t.queries)) for t in tasks}
-    return score_embeddings(embeddings, tasks, cfg.eval, linear)
+    return score_embeddings(embeddings, tasks, cfg.eval, linear, top5=True)
 
 
 def probe_raw_pixels(tasks: list[ProbeTask], cfg: RunConfig, linear: bool = True) -> ProbeScores:
     """The raw baseline: the same probes on the flattened window's pixels."""
     embeddings = {t.name: (as_input(t.gallery).flatten(1), as_input(t.queries).flatten(1)) for t in tasks}
-    return score_embeddings(embeddings, tasks, cfg.eval, linear)
+    return score_embeddings(embeddings, tasks, cfg.eval, linear, top5=True)
 
 
-@torch.no_grad()
 def calibrate_video_batchnorm(backbone: nn.Module, clips: np.ndarray, batch_size: int = 128) -> nn.Module:
     """Re-estimate BatchNorm statistics on unlabeled clips (the calibrated random-init baseline)."""
-    norms = [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for bn in norms:
-        bn.reset_running_stats()
-        bn.momentum = None
-    backbone.train()
-    for i in range(0, len(clips), batch_size):
-        backbone(as_input(clips[i:i + batch_size]))
-    for bn in norms:
-        bn.momentum = 0.1
-    return backbone.eval()
+    return calibrate_on_clips(backbone, clips, as_input, batch_size)
