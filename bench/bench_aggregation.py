@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import subprocess
-import sys
 import time
 import tracemalloc
 from collections.abc import Iterable, Mapping, Sequence
@@ -35,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.machine import REPO, mem_available_bytes
+from bench.machine import mem_available_bytes, run_worker
 from bench.results import goal
 
 NAME = "aggregation"
@@ -248,12 +246,7 @@ def bandwidth(mb: int) -> dict[str, float]:
 
 # --- the driver (runs in the benchmark process) ------------------------------------
 def _spawn(args: dict[str, Any], timeout: float = 1800) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, "-m", "bench.bench_aggregation", "--worker", json.dumps(args)],
-                          cwd=REPO, capture_output=True, text=True, timeout=timeout)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"aggregation worker {args} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return run_worker("bench.bench_aggregation", args, timeout)
 
 
 def projected_bytes(kind: str, n: int, pool: int, update: int) -> int:

@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import subprocess
-import sys
 import time
 import tracemalloc
 from collections.abc import Iterable, Mapping, Sequence
@@ -34,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from bench.bench_aggregation import examples, make_pool, reply_messages
-from bench.machine import REPO, mem_available_bytes
+from bench.machine import mem_available_bytes, run_worker
 from bench.results import goal
 
 NAME = "streaming"
@@ -157,12 +155,7 @@ def worker(kind: str, model: str, n: int, pool_size: int, repeats: int) -> dict[
 
 
 def _spawn(args: dict[str, Any], timeout: float = 3600) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, "-m", "bench.bench_streaming", "--worker", json.dumps(args)],
-                          cwd=REPO, capture_output=True, text=True, timeout=timeout)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"streaming worker {args} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return run_worker("bench.bench_streaming", args, timeout)
 
 
 def run(quick: bool) -> dict[str, Any]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +71,18 @@ def describe() -> dict[str, Any]:
         "flwr": flwr.__version__,
         "commit": git_commit(),
     }
+
+
+def run_worker(module: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """``python -m <module> --worker <args as JSON>`` in a fresh process (clean memory figures); its last
+    ``RESULT <json>`` line.
+
+    Raises:
+        RuntimeError: if the worker failed or printed no result (its stderr's tail is in the message).
+    """
+    proc = subprocess.run([sys.executable, "-m", module, "--worker", json.dumps(args)],
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{module} worker {args} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
