@@ -20,9 +20,11 @@ from flwr.common.serde import recorddict_to_proto
 from bench.results import goal
 from client_app.app import train_round
 from fedssl import reply
-from fedssl.config import RunConfig
+from fedssl.config import VIDEO_ONLY_METHODS, RunConfig
+from fedssl.modality import build_backbone
 from fedssl.ssl import METHODS, build_ssl_model
 from fedssl.state import backbone_arrays, to_numpy
+from launcher.flwr_cli import VIDEO_RUN
 
 NAME = "communication"
 RESULT_KEYS = ("clients_per_round", "models", "clientapp_reply")
@@ -32,6 +34,12 @@ ENCODERS = {
     "resnet18": {"model.encoder": "resnet18", "model.in-channels": 3, "model.image-size": 32,
                  "model.embedding-dim": 512, "model.small-stem": True, "model.readout": "pool"},
 }
+# issue 17: FedVSSL's backbone (r3d-18) and the CPU default (r3d-tiny), with the video methods
+VIDEO_ENCODERS = {
+    "r3d-tiny": {**VIDEO_RUN, "video.encoder": "r3d-tiny"},
+    "r3d-18": {**VIDEO_RUN, "video.encoder": "r3d-18", "model.embedding-dim": 512},
+}
+VIDEO_METHODS = ("simclr", "playback-speed", "catch-the-patch")
 
 
 def record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
@@ -52,9 +60,9 @@ def fp16_error(arrays: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 def measure_model(encoder: str, method: str) -> dict[str, Any]:
-    cfg = RunConfig.from_flat({**ENCODERS[encoder], "ssl.method": method})
+    cfg = RunConfig.from_flat({**{**ENCODERS, **VIDEO_ENCODERS}[encoder], "ssl.method": method})
     torch.manual_seed(0)
-    model = build_ssl_model(cfg.ssl, cfg.model)
+    model = build_ssl_model(cfg.ssl, cfg.model, backbone=build_backbone(cfg))
     variants = {
         "full_fp32": to_numpy(model.state_dict(), "float32"),
         "full_fp16": to_numpy(model.state_dict(), "float16"),
@@ -100,8 +108,11 @@ def clientapp_reply(quick: bool) -> dict[str, Any]:
 
 
 def run(quick: bool) -> dict[str, Any]:
-    methods = ("simclr", "byol") if quick else METHODS.names()
+    methods = ("simclr", "byol") if quick else [m for m in METHODS.names() if m not in VIDEO_ONLY_METHODS
+                                                 and m != "segment-order"]  # audio/video pretexts: not for images
     models = [measure_model(enc, m) for enc in ENCODERS for m in methods]
+    video = ("r3d-tiny",) if quick else tuple(VIDEO_ENCODERS)
+    models += [measure_model(enc, m) for enc in video for m in (VIDEO_METHODS[:1] if quick else VIDEO_METHODS)]
     real = clientapp_reply(quick)
     best = min(m["round_ratio_to_full_fp32"]["backbone_fp16_up"] for m in models)
     worst = max(m["round_ratio_to_full_fp32"]["backbone_fp16_up"] for m in models)
