@@ -222,18 +222,25 @@ class NormReference:
     """The norm screen of a streamed round, where the round's median is not known until its last reply.
 
     Each update is judged against ``max_ratio`` x a median known before it arrives: the median accepted
-    step norm of recent rounds (the step guard's history). A round with no history (the first) holds its
-    first :attr:`WARMUP` candidates (so at most that many updates are held), takes their median, judges
-    them, and streams the rest against it; with fewer candidates than that in the whole round there is
-    no norm screen, as for a collected round (a median of two says nothing about which one is the outlier).
+    step norm of recent rounds (the step guard's history). A round with no history (a run's first) holds
+    its first :attr:`WARMUP` candidates (so at most that many updates are held), takes their median,
+    judges them, and streams the rest against it. A round that ends with fewer held is judged against
+    their own median when there are at least three, as a collected round is, and without a norm screen
+    otherwise (a median of two says nothing about which one is the outlier).
+
+    The first replies set that first reference, and a device that does not train can reply first: the
+    median of five stays honest with up to two such colluders among the first five (the collected
+    round's median of all replies resists more). From the second round on, the reference is the median
+    of all accepted norms of earlier rounds.
     """
 
-    WARMUP = 3
+    WARMUP = 5
+    MIN_FOR_MEDIAN = 3
 
     def __init__(self, max_ratio: float, history_median: float | None) -> None:
         self.max_ratio = max_ratio
         self.median = history_median
-        self.warmup_norms: list[float] = []  # the first candidates' norms when there was no history
+        self.warmup_norms: list[float] = []  # the held candidates' norms when there was no history
         self._held: list[Any] = []
 
     def admit(self, candidate: Any) -> list[Any]:
@@ -241,17 +248,18 @@ class NormReference:
         if self.median is not None:
             return [candidate]
         self._held.append(candidate)
-        if len(self._held) < self.WARMUP:
-            return []
-        self.warmup_norms = [c.norm for c in self._held]
-        self.median = float(np.median(self.warmup_norms))
-        ready, self._held = self._held, []
-        return ready
+        return self._release() if len(self._held) >= self.WARMUP else []
 
     def flush(self) -> list[Any]:
-        """What is still held at the end of the round (fewer than :attr:`WARMUP`: judged without a norm screen)."""
+        """What is still held at the end of the round, with its own median when there are three or more."""
+        return self._release()
+
+    def _release(self) -> list[Any]:
         ready, self._held = self._held, []
-        self.warmup_norms = [c.norm for c in ready] if self.median is None else self.warmup_norms
+        if ready:
+            self.warmup_norms = [c.norm for c in ready]
+            if len(ready) >= self.MIN_FOR_MEDIAN:
+                self.median = float(np.median(self.warmup_norms))
         return ready
 
     def check(self, norm: float) -> None:

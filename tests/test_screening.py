@@ -128,27 +128,32 @@ class Candidate:
     norm: float
 
 
-def test_a_streamed_norm_screen_holds_the_first_three_of_a_round_without_history():
+def test_a_streamed_norm_screen_holds_the_first_five_of_a_round_without_history():
     from server_app.screening import NormReference
 
     reference = NormReference(max_ratio=10.0, history_median=None)
-    outlier_first = [Candidate(1e4), Candidate(1.0), Candidate(2.0)]
-    assert reference.admit(outlier_first[0]) == [] and reference.admit(outlier_first[1]) == []
-    assert reference.admit(outlier_first[2]) == outlier_first  # median known: all three judged
-    assert reference.median == 2.0 and reference.admit(Candidate(5.0)) == [Candidate(5.0)]  # then streamed
+    first = [Candidate(1e4), Candidate(1e4), Candidate(1.0), Candidate(2.0), Candidate(3.0)]  # two fast colluders
+    assert [reference.admit(c) for c in first[:4]] == [[], [], [], []]
+    assert reference.admit(first[4]) == first  # median known: all five judged against it
+    assert reference.median == 3.0 and reference.admit(Candidate(5.0)) == [Candidate(5.0)]  # then streamed
     with pytest.raises(RejectedUpdate, match="norm"):
         reference.check(1e4)
-    reference.check(19.0)
+    reference.check(29.0)
     assert reference.flush() == []
 
 
-def test_a_streamed_norm_screen_uses_recent_rounds_and_none_for_fewer_than_three():
+def test_a_streamed_norm_screen_uses_recent_rounds_or_the_held_replies_own_median():
     from server_app.screening import NormReference
 
     with_history = NormReference(max_ratio=10.0, history_median=0.5)
     assert with_history.admit(Candidate(100.0)) == [Candidate(100.0)]
     with pytest.raises(RejectedUpdate, match="norm"):
         with_history.check(100.0)
+    three = NormReference(max_ratio=10.0, history_median=None)  # a small round: as if collected
+    assert [three.admit(Candidate(n)) for n in (1.0, 1e6, 2.0)] == [[], [], []]
+    assert three.flush() == [Candidate(1.0), Candidate(1e6), Candidate(2.0)] and three.median == 2.0
+    with pytest.raises(RejectedUpdate, match="norm"):
+        three.check(1e6)
     two = NormReference(max_ratio=10.0, history_median=None)
     assert two.admit(Candidate(1.0)) == [] and two.admit(Candidate(1e6)) == []
     assert two.flush() == [Candidate(1.0), Candidate(1e6)]
