@@ -10,7 +10,7 @@ as many steps as the federation made in all. A small budget on 2 shared cores: i
 pipeline learns, not where it ends.
 
     python bench/bench_audio.py                       # simclr
-    BENCH_AUDIO_METHODS=segment-order,simclr@ldawa,centralized:simclr python bench/bench_audio.py
+    BENCH_AUDIO_METHODS=segment-order,simclr@ldawa,simclr@whole,centralized:simclr python bench/bench_audio.py
     BENCH_AUDIO_CORPUS=/path/to/corpus python bench/bench_audio.py
 
 Writes ``bench/results/audio.json`` (methods already there are kept) and ``bench/results/audio.md``.
@@ -63,14 +63,16 @@ def centralized(method: str, corpus: Path) -> dict[str, Any]:
 
 
 def run_method(sim: LocalSimulation, cell: str, corpus: Path) -> dict[str, Any]:
-    """One run; ``cell`` is an SSL method, optionally with an aggregation rule (``simclr``, ``simclr@ldawa``),
-    or ``centralized:<method>`` (this process, no Flower)."""
+    """One run; ``cell`` is an SSL method, optionally with an aggregation rule (``simclr``, ``simclr@ldawa``)
+    or ``@whole`` (FedAvg with ``transport-scope = model``: the heads travel too), or ``centralized:<method>``
+    (this process, no Flower)."""
     if cell.startswith("centralized:"):
         return centralized(cell.split(":", 1)[1], corpus)
     method, _, rule = cell.partition("@")
+    scope = {"transport-scope": "model"} if rule == "whole" else {}  # FedAvg of the whole model, heads included
     started = time.perf_counter()
-    run_dir = sim.run({**CONFIG, "ssl.method": method, "aggregation.rule": rule or "fedavg",
-                       "audio.corpus-dir": str(corpus)}, nodes=NODES)
+    run_dir = sim.run({**CONFIG, "ssl.method": method, "aggregation.rule": rule if rule and not scope else "fedavg",
+                       "audio.corpus-dir": str(corpus), **scope}, nodes=NODES)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     last = metrics["rounds"][-1]
     return {"method": cell, "seconds": round(time.perf_counter() - started, 1),

@@ -24,7 +24,7 @@ from fedssl.local_settings import PRECISION_BITS, choose_local_settings, measure
 from fedssl.modality import MODALITIES
 from fedssl.ssl import build_ssl_model
 from fedssl.ssl.base import SSLModel
-from fedssl.state import backbone_arrays, strip_prefix, to_numpy, to_torch
+from fedssl.state import load_heads, shared_arrays, strip_prefix, to_numpy, to_torch
 from fedssl.train import RoundPosition, collapse_check, sample_views, train_local
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,8 @@ def train_round(global_arrays: ArrayRecord, server_round: int, context: Context,
         model.load_state_dict(_tensors(context.state[reply.LOCAL_STATE]), strict=False)
     global_backbone = strip_prefix(_tensors(global_arrays))
     merge_metrics = _load_backbone(model, global_backbone, cfg, context)
+    if cfg.transport_scope == "model":  # the heads travel too: start from the global ones
+        load_heads(model, _tensors(global_arrays))
 
     # 2. Local SSL training on this device's unlabeled images (or audio clips: data.modality).
     images = node_data(cfg, context.node_config)
@@ -118,10 +120,10 @@ def train_round(global_arrays: ArrayRecord, server_round: int, context: Context,
         metrics = falsify(metrics, mode, honest)
     log.info("round %d (%d torch threads): %s %s", server_round, torch.get_num_threads(), metrics, merge_metrics)
 
-    # 5. Keep the local parts on the device; reply with the backbone only.
+    # 5. Keep the local parts on the device; reply with the backbone (and the heads under transport-scope "model").
     context.state[reply.LOCAL_STATE] = _record(to_numpy(model.local_state()))
     return RecordDict({
-        reply.ARRAYS: _record(backbone_arrays(model, cfg.transport_dtype)),
+        reply.ARRAYS: _record(shared_arrays(model, cfg.transport_scope, cfg.transport_dtype)),
         reply.METRICS: MetricRecord(metrics),
     })
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 CLIENT_UPDATES = ("none", "fedu", "fedema")
 TRANSPORT_DTYPES = ("float32", "float16")
+TRANSPORT_SCOPES = ("backbone", "model")  # what travels: the encoder only (default), or it with its SSL heads
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
 AUGMENTATIONS = ("batched", "per-sample")
@@ -208,6 +209,7 @@ class RunConfig:
     outputs_dir: str = "outputs"
     resume: str = ""
     transport_dtype: str = "float32"
+    transport_scope: str = "backbone"  # "model": the SSL heads travel and are averaged too
     client_update: str = "none"
     fedu_threshold: float = 0.5
     fedema_tau: float = 0.7
@@ -356,6 +358,11 @@ def _validate(cfg: RunConfig) -> RunConfig:
     _in_range("min-train-nodes", cfg.min_train_nodes, 1)
     _in_range("round-timeout", cfg.round_timeout, 1.0)
     _choice("transport-dtype", cfg.transport_dtype, TRANSPORT_DTYPES)
+    _choice("transport-scope", cfg.transport_scope, TRANSPORT_SCOPES)
+    if cfg.transport_scope == "model" and (cfg.mode != "full" or cfg.client_update != "none"):
+        raise ValueError("run config 'transport-scope' = 'model' needs mode = 'full' and client-update = 'none' "
+                         f"(got mode = {cfg.mode!r}, client-update = {cfg.client_update!r}): split mode and "
+                         "FedU/FedEMA exchange the backbone only")
     _choice("client-update", cfg.client_update, CLIENT_UPDATES)
     _in_range("fedu-threshold", cfg.fedu_threshold, 0.0)
     _in_range("fedema-tau", cfg.fedema_tau, 0.0)

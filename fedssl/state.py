@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fedssl.ssl.base import BACKBONE_PREFIX
+from fedssl.ssl.base import BACKBONE_PREFIX, SSLModel
 
 
 def to_numpy(state: Mapping[str, Tensor], dtype: str = "float32") -> dict[str, np.ndarray]:
@@ -35,6 +35,26 @@ def backbone_arrays(model: nn.Module, dtype: str = "float32") -> dict[str, np.nd
     """The ``backbone.*`` entries of a model's state dict, as NumPy arrays."""
     state = {k: v for k, v in model.state_dict().items() if k.startswith(BACKBONE_PREFIX)}
     return to_numpy(state, dtype)
+
+
+def shared_arrays(model: SSLModel, scope: str = "backbone", dtype: str = "float32") -> dict[str, np.ndarray]:
+    """What travels under ``transport-scope`` (``SSLModel.shared_state``), as NumPy arrays."""
+    return to_numpy(model.shared_state(scope), dtype)
+
+
+def load_heads(model: SSLModel, state: Mapping[str, Tensor]) -> None:
+    """Load the heads of a global model that travels whole (``transport-scope = "model"``).
+
+    The non-backbone keys must be exactly the heads this model shares: a global built for another
+    method or scope is an error, never a silent partial load.
+    """
+    heads = {k: v for k, v in state.items() if not k.startswith(BACKBONE_PREFIX)}
+    expected = set(model.shared_state("model")) - set(model.backbone_state())
+    if set(heads) != expected:
+        missing, extra = sorted(expected - set(heads)), sorted(set(heads) - expected)
+        raise ValueError(f"the global model's heads do not match this device's SSL model: missing {missing[:5]}, "
+                         f"unexpected {extra[:5]} (is 'transport-scope' the same on server and device?)")
+    model.load_state_dict(heads, strict=False)
 
 
 def strip_prefix(state: Mapping[str, Tensor], prefix: str = BACKBONE_PREFIX) -> dict[str, Tensor]:

@@ -13,7 +13,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedssl.config import RunConfig
 from fedssl.modality import MODALITIES
 from fedssl.ssl import build_ssl_model
-from fedssl.state import backbone_arrays
+from fedssl.state import shared_arrays
 from server_app.evaluation import RoundEvaluator
 from server_app.metrics_exporter import MetricsExporter
 from server_app.outputs import CHECKPOINT, RunOutputs
@@ -63,12 +63,18 @@ def main(grid: Grid, context: Context) -> None:
         log(logging.INFO, "[fedssl] finished: %s", outputs.root / "encoder.pt")
         return
 
-    # 1. The starting point: a seeded random backbone, or the last checkpoint of the resumed run.
+    # 1. The starting point: a seeded random backbone (with its heads under transport-scope 'model'),
+    #    or the last checkpoint of the resumed run.
     modality = MODALITIES.get(cfg.data.modality)
-    arrays = backbone_arrays(build_ssl_model(cfg.ssl, cfg.model, backbone=modality.build_backbone(cfg)))
+    model = build_ssl_model(cfg.ssl, cfg.model, backbone=modality.build_backbone(cfg))
+    arrays = shared_arrays(model, cfg.transport_scope)
     checkpoint = outputs.load_checkpoint() if cfg.resume else None
     done = 0
     if checkpoint is not None:
+        if set(checkpoint["arrays"]) != set(arrays):  # another encoder, method or transport-scope: not this run
+            raise ValueError(f"cannot resume {outputs.root}: its checkpoint holds {len(checkpoint['arrays'])} arrays "
+                             f"that are not the {len(arrays)} this run config trains (same 'model.*', 'ssl.method' "
+                             "and 'transport-scope' as the run being resumed?)")
         arrays, done = checkpoint["arrays"], checkpoint["round"]
         log(logging.INFO, "[fedssl] resuming %s after round %d of %d", outputs.root, done, cfg.num_rounds)
     else:

@@ -12,7 +12,7 @@ from fedssl.config import RunConfig
 from fedssl.device_profile import usable_cpus
 from fedssl.local_settings import measure_footprint
 from fedssl.ssl import build_ssl_model
-from fedssl.state import backbone_arrays
+from fedssl.state import backbone_arrays, shared_arrays
 from fedssl.train import sample_views
 from server_app.reply_metrics import ReplyBounds, check_metrics, read_metrics
 
@@ -55,6 +55,42 @@ def test_reply_holds_only_the_backbone_and_heads_stay_on_the_device(method):
     assert local and not any(k.startswith("backbone.") for k in local)
     assert any(k.startswith("projector.") for k in local)
     assert LOCAL_BACKBONE in ctx.state
+
+
+@pytest.mark.parametrize("method", ["simclr", "byol", "moco"])
+def test_a_whole_model_reply_carries_the_trained_heads_from_the_global_but_no_target_or_queue(method):
+    """transport-scope 'model': the heads start from the global's and come back trained; EMA targets
+    and MoCo's queue never leave the device."""
+    run_config = {**SMALL, "ssl.method": method, "ssl.queue-size": 128, "transport-scope": "model"}
+    cfg = RunConfig.from_flat(run_config)
+    model = build_ssl_model(cfg.ssl, cfg.model)
+    sent = shared_arrays(model, "model")
+    heads = sorted(k for k in sent if not k.startswith("backbone."))
+    assert heads and all(k.startswith(("projector.", "predictor.")) for k in heads)
+    assert not any(k.startswith("target.") or k.startswith("queue") for k in sent)
+    sent[heads[0]] = np.full_like(sent[heads[0]], 0.25)  # a global head no fresh device could hold
+    record = ArrayRecord(array_dict={k: Array(v) for k, v in sent.items()})
+    content = train_round(record, 1, _context(run_config, {"partition-id": 1, "num-partitions": 10}))
+    back = {k: v.numpy() for k, v in content[reply.ARRAYS].items()}
+    assert set(back) == set(sent)
+    moved = back[heads[0]] - 0.25
+    assert 0 < np.abs(moved).max() < 0.25  # trained from the global's value, not from a fresh head
+
+
+def test_a_global_whose_heads_do_not_match_the_device_model_is_refused():
+    run_config = {**SMALL, "transport-scope": "model"}
+    cfg = RunConfig.from_flat(run_config)
+    sent, record = _global(cfg)  # the backbone only: no heads for a whole-model device
+    with pytest.raises(ValueError, match="heads do not match"):
+        train_round(record, 1, _context(run_config, {"partition-id": 1, "num-partitions": 10}))
+
+
+def test_whole_model_transport_is_refused_where_only_a_backbone_is_exchanged():
+    for extra in ({"mode": "split"}, {"client-update": "fedu", "ssl.method": "byol"}):
+        with pytest.raises(ValueError, match="transport-scope"):
+            RunConfig.from_flat({"transport-scope": "model", **extra})
+    with pytest.raises(ValueError, match="transport-scope"):
+        RunConfig.from_flat({"transport-scope": "heads"})
 
 
 def test_local_heads_persist_between_rounds():

@@ -17,6 +17,8 @@ class SSLModel(nn.Module):
     rest (``local_state``) stays on the device between rounds.
     """
 
+    device_only_buffers: tuple[str, ...] = ()  # buffers that never leave the device (MoCo's queue)
+
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
         self.backbone = backbone
@@ -36,6 +38,18 @@ class SSLModel(nn.Module):
 
     def backbone_state(self) -> dict[str, Tensor]:
         return {k: v for k, v in self.state_dict().items() if k.startswith(BACKBONE_PREFIX)}
+
+    def shared_state(self, scope: str = "backbone") -> dict[str, Tensor]:
+        """What a reply carries (``transport-scope``): the backbone, or with ``"model"`` the trained heads too.
+
+        Momentum targets (EMA copies) and queues stay on the device either way: they are a device's
+        running memory of its own training, not weights to average.
+        """
+        if scope == "backbone":
+            return self.backbone_state()
+        targets = tuple(f"{name}." for name, module in self.named_modules() if isinstance(module, MomentumTarget))
+        return {k: v for k, v in self.state_dict().items()
+                if not (targets and k.startswith(targets)) and k not in self.device_only_buffers}
 
     def local_state(self) -> dict[str, Tensor]:
         return {k: v for k, v in self.state_dict().items() if not k.startswith(BACKBONE_PREFIX)}

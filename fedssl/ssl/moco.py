@@ -34,6 +34,8 @@ class MoCoLoss(nn.Module):
 
 
 class MoCo(SSLModel):
+    device_only_buffers = ("queue", "queue_ptr")
+
     def __init__(self, backbone: nn.Module, embedding_dim: int, hidden_dim: int, proj_dim: int,
                  temperature: float, momentum: float, queue_size: int) -> None:
         super().__init__(backbone)
