@@ -51,8 +51,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fedvssl-noswa": {**FEDVSSL_PAPER, "aggregation.beta": 0.0},
     "whole": {"aggregation.rule": "fedavg", "transport-scope": "model"},
 }
-DEFAULT_CELLS = ("simclr,playback-speed,catch-the-patch,centralized:simclr,centralized:playback-speed,"
-                 "centralized:catch-the-patch,simclr@fedvssl,simclr@fedvssl-noswa,simclr@whole")
+DEFAULT_CELLS = ("simclr,centralized:simclr,simclr@whole,simclr@fedvssl,simclr@fedvssl-noswa,playback-speed,"
+                 "centralized:playback-speed,catch-the-patch,centralized:catch-the-patch")
 TASKS = ("video-motion", "video-object")
 
 
