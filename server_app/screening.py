@@ -114,16 +114,24 @@ class DecodedOnAccess(Mapping[str, np.ndarray]):
 
 
 NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+NPY_PREAMBLE = {1: 10, 2: 12}  # magic (6) + version (2) + header length (2 bytes in 1.0, 4 in 2.0)
+HEADER_CACHE_SIZE, HEADER_CACHE_MAX_BYTES = 4096, 1024  # bounded: a hostile stream cannot grow it
+_headers: dict[bytes, tuple[tuple[int, ...], bool, np.dtype, int]] = {}
 
 
-def npy_view(data: bytes) -> np.ndarray:
-    """The array a ``.npy`` byte string holds, as a read-only view of those bytes (``np.load`` copies them).
+def _npy_header(data: bytes) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """Shape, Fortran order, dtype and data offset of a ``.npy`` byte string.
 
-    The header is parsed by NumPy's own format reader; no object dtype, and the data must be exactly
-    as long as the header's shape and dtype say.
-    Raises:
-        RejectedUpdate: ``shape``, for a malformed header, an object dtype or a length that disagrees.
+    Every reply of a round repeats the same headers (same model), and parsing one costs more than
+    checking a small array, so parsed headers are remembered by their exact bytes.
     """
+    preamble = NPY_PREAMBLE.get(data[6]) if len(data) > 9 and data[:6] == b"\x93NUMPY" else None
+    key = b""
+    if preamble is not None and len(data) >= preamble:
+        end = preamble + int.from_bytes(data[preamble - (2 if preamble == 10 else 4):preamble], "little")
+        key = bytes(data[:end]) if end <= HEADER_CACHE_MAX_BYTES else b""
+        if key in _headers:
+            return _headers[key]
     stream = io.BytesIO(data)
     try:
         version = np.lib.format.read_magic(stream)
@@ -133,10 +141,25 @@ def npy_view(data: bytes) -> np.ndarray:
         shape, fortran_order, dtype = reader(stream)
     except (ValueError, SyntaxError, TypeError) as exc:
         raise RejectedUpdate(SHAPE, f"not a .npy array: {exc}"[:300]) from exc
+    parsed = (shape, fortran_order, dtype, stream.tell())
+    if key and stream.tell() == len(key) and len(_headers) < HEADER_CACHE_SIZE:
+        _headers[key] = parsed
+    return parsed
+
+
+def npy_view(data: bytes) -> np.ndarray:
+    """The array a ``.npy`` byte string holds, as a read-only view of those bytes (``np.load`` copies them).
+
+    The header is parsed by NumPy's own format reader (once per distinct header); no object dtype,
+    and the data must be exactly as long as the header's shape and dtype say.
+    Raises:
+        RejectedUpdate: ``shape``, for a malformed header, an object dtype or a length that disagrees.
+    """
+    shape, fortran_order, dtype, offset = _npy_header(data)
     count = int(np.prod(shape, dtype=np.int64))
-    if dtype.hasobject or len(data) - stream.tell() != count * dtype.itemsize:
-        raise RejectedUpdate(SHAPE, f"{len(data) - stream.tell()} bytes of {dtype} for shape {shape}")
-    flat = np.frombuffer(data, dtype=dtype, count=count, offset=stream.tell())
+    if dtype.hasobject or len(data) - offset != count * dtype.itemsize:
+        raise RejectedUpdate(SHAPE, f"{len(data) - offset} bytes of {dtype} for shape {shape}")
+    flat = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
     return flat.reshape(shape, order="F" if fortran_order else "C")
 
 

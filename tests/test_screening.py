@@ -192,3 +192,18 @@ def test_an_object_array_is_refused_without_unpickling():
     np.save(buffer, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(RejectedUpdate, match="object"):
         npy_view(buffer.getvalue())
+
+
+def test_a_remembered_header_still_reads_each_reply_s_own_values_and_length():
+    """Parsed headers are cached by their bytes: replies sharing a header keep their own data, and a
+    reply whose length disagrees with a remembered header is still refused."""
+    from server_app.screening import npy_view
+
+    first, second = Array(np.full((3, 4), 1.0, np.float32)).data, Array(np.full((3, 4), 2.0, np.float32)).data
+    assert first[:first.index(b"\n") + 1] == second[:second.index(b"\n") + 1]  # the same header bytes
+    np.testing.assert_array_equal(npy_view(first), 1.0)
+    np.testing.assert_array_equal(npy_view(second), 2.0)
+    with pytest.raises(RejectedUpdate, match="bytes of float32"):
+        npy_view(second[:-4])
+    with pytest.raises(RejectedUpdate, match="not a .npy array"):
+        npy_view(second[:8] + b"\xff\xff" + second[10:])  # a header length past the end of the bytes
