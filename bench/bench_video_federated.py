@@ -15,10 +15,12 @@ A cell is ``<method>`` (FedAvg, backbone only), optionally ``@<variant>``:
 - ``@fedvssl-noswa``: alpha 0.9, beta 0 (no SWA step);
 - ``@whole``: FedAvg with ``transport-scope = model`` (the SSL heads travel and are averaged too).
 
-    python bench/bench_video_federated.py                       # the whole grid (about 40 min on 2 cores)
+    python bench/bench_video_federated.py                       # the whole grid (about 15 min on 2 cores)
     BENCH_VIDEO_CELLS=simclr,centralized:simclr python bench/bench_video_federated.py
+    BENCH_VIDEO_ROUNDS=6 BENCH_VIDEO_STEPS=10 BENCH_VIDEO_SEED=1 python bench/bench_video_federated.py
 
-Writes ``bench/results/video_federated.json`` (cells already there are kept) and ``video_federated.md``.
+Writes ``bench/results/video_federated_<rounds>x<steps>_seed<seed>.json`` (cells already there are
+kept) and the same name ``.md``.
 With 120 query clips a figure is good to about +-4.5 points: most differences between cells here are
 inside that.
 """
@@ -41,8 +43,12 @@ from launcher.flwr_cli import FEDVSSL_PAPER, VIDEO_RUN  # noqa: E402
 from launcher.simulation import LocalSimulation  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-NODES, ROUNDS, STEPS = 4, 6, 10
-CONFIG = {**VIDEO_RUN, "num-rounds": ROUNDS, "fraction-train": 0.5, "min-train-nodes": 2,
+NODES = 4
+ROUNDS = int(os.environ.get("BENCH_VIDEO_ROUNDS", "10"))
+STEPS = int(os.environ.get("BENCH_VIDEO_STEPS", "30"))
+SEED = int(os.environ.get("BENCH_VIDEO_SEED", "0"))
+NAME = f"video_federated_{ROUNDS}x{STEPS}_seed{SEED}"  # one result file per budget and seed
+CONFIG = {**VIDEO_RUN, "seed": SEED, "num-rounds": ROUNDS, "fraction-train": 0.5, "min-train-nodes": 2,
           "train.max-steps": STEPS, "train.local-epochs": 100, "data.max-samples": 0,
           "eval.linear-labels": 320, "filter.probe-size": 64}
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -110,7 +116,8 @@ def _row(name: str, s: dict[str, dict[str, float]]) -> str:
 def render(cells: list[dict[str, Any]]) -> str:
     lines = ["# Federated video benchmark (issue 17, item 9)", "",
              f"{NODES} simulated cameras (3 motions each), {ROUNDS} rounds x {STEPS} local steps of 32 clips, "
-             f"2 cameras per round, r3d-tiny; centralized: {ROUNDS * 2 * STEPS} steps on the pooled clips. "
+             f"2 cameras per round, r3d-tiny, seed {SEED}; centralized: {ROUNDS * 2 * STEPS} steps on the pooled "
+             "clips. "
              "Queries: 120 test clips (unseen garments), gallery: 320 train clips; +-4.5 points.",
              "", "| encoder | " + " | ".join(f"{t} {m}" for t in TASKS for m in ("top-1", "top-5", "linear")) + " |",
              "|---|" + "---:|" * 6]
@@ -122,7 +129,8 @@ def render(cells: list[dict[str, Any]]) -> str:
     for c in cells:
         kind = "" if c["cell"].startswith("centralized:") else "federated "
         lines.append(_row(kind + c["cell"], c))
-    lines += ["", "Command: `python bench/bench_video_federated.py` (BENCH_VIDEO_CELLS="
+    lines += ["", f"Command: `BENCH_VIDEO_ROUNDS={ROUNDS} BENCH_VIDEO_STEPS={STEPS} BENCH_VIDEO_SEED={SEED} "
+              "python bench/bench_video_federated.py` (BENCH_VIDEO_CELLS="
               + ",".join(c["cell"] for c in cells) + "); seconds per cell: "
               + ", ".join(f"{c['cell']} {c['seconds']}" for c in cells), ""]
     return "\n".join(lines)
@@ -130,7 +138,7 @@ def render(cells: list[dict[str, Any]]) -> str:
 
 def main() -> int:
     wanted = [c for c in os.environ.get("BENCH_VIDEO_CELLS", DEFAULT_CELLS).split(",") if c]
-    path = RESULTS / "video_federated.json"
+    path = RESULTS / f"{NAME}.json"
     previous = json.loads(path.read_text())["cells"] if path.is_file() else []
     done: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -143,10 +151,10 @@ def main() -> int:
                 done.append(centralized(cell.split(":", 1)[1], corpus) if cell.startswith("centralized:")
                             else federated(sim, cell, corpus))
                 cells = [c for c in previous if c["cell"] not in wanted] + done  # saved after every cell
-                write_result(path, {"config": CONFIG, "nodes": NODES, "rounds": ROUNDS, "steps": STEPS,
+                write_result(path, {"config": CONFIG, "nodes": NODES, "rounds": ROUNDS, "steps": STEPS, "seed": SEED,
                                     "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                     "load_average": round(os.getloadavg()[0], 2), "cells": cells})
-                (RESULTS / "video_federated.md").write_text(render(cells))
+                (RESULTS / f"{NAME}.md").write_text(render(cells))
     print(render(cells))
     return 0
 
