@@ -18,6 +18,7 @@ A cell is ``<method>`` (FedAvg, backbone only), optionally ``@<variant>``:
     python bench/bench_video_federated.py                       # the whole grid (about 15 min on 2 cores)
     BENCH_VIDEO_CELLS=simclr,centralized:simclr python bench/bench_video_federated.py
     BENCH_VIDEO_ROUNDS=6 BENCH_VIDEO_STEPS=10 BENCH_VIDEO_SEED=1 python bench/bench_video_federated.py
+    python bench/bench_video_federated.py --summary            # mean over the seeds measured at 10x30
 
 Writes ``bench/results/video_federated_<rounds>x<steps>_seed<seed>.json`` (cells already there are
 kept) and the same name ``.md``.
@@ -136,7 +137,44 @@ def render(cells: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def summary(rounds: int, steps: int) -> str:
+    """Mean (min-max) over every seed measured at one budget: ``video_federated_<r>x<s>.md``."""
+    import statistics
+
+    runs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob(f"video_federated_{rounds}x{steps}_seed*.json"))]
+    if not runs:
+        raise SystemExit(f"no results for {rounds}x{steps} in {RESULTS}")
+    rows: dict[str, list[dict[str, dict[str, float]]]] = {}
+    for run in runs:
+        base = next(c for c in run["cells"] if "baselines" in c)["baselines"]
+        for name in ("raw-pixels", "random-init"):
+            rows.setdefault(name, []).append(base[name])
+        for c in run["cells"]:
+            rows.setdefault(("" if c["cell"].startswith("centralized:") else "federated ") + c["cell"], []).append(c)
+    seeds = ", ".join(str(r["seed"]) for r in runs)
+    lines = [f"# Federated video benchmark (issue 17, item 9): {rounds} rounds x {steps} steps, seeds {seeds}", "",
+             f"Mean (min-max) over {len(runs)} seed(s); each seed's table is in video_federated_{rounds}x{steps}"
+             "_seed<N>.md. Seeds change the model init, the devices' sampling and augmentation; the corpus and "
+             "the probe split are the same.", "",
+             "| encoder | " + " | ".join(f"{t} {m}" for t in TASKS for m in ("top-1", "top-5", "linear")) + " |",
+             "|---|" + "---:|" * 6]
+    for name, scored in rows.items():
+        figures = []
+        for t in TASKS:
+            for m in ("top1", "top5", "linear"):
+                values = [s[m][t] for s in scored if t in s.get(m, {})]
+                figures.append(f"{statistics.mean(values):.3f} ({min(values):.2f}-{max(values):.2f})"
+                               if values else "—")
+        lines.append(f"| {name} | " + " | ".join(figures) + " |")
+    text = "\n".join(lines) + "\n"
+    (RESULTS / f"video_federated_{rounds}x{steps}.md").write_text(text)
+    return text
+
+
 def main() -> int:
+    if "--summary" in sys.argv:
+        print(summary(ROUNDS, STEPS))
+        return 0
     wanted = [c for c in os.environ.get("BENCH_VIDEO_CELLS", DEFAULT_CELLS).split(",") if c]
     path = RESULTS / f"{NAME}.json"
     previous = json.loads(path.read_text())["cells"] if path.is_file() else []

@@ -3,6 +3,7 @@
 Two nodes train on simulated shards of the generated corpus, the third on its own "microphone
 folder" (``data-dir``) holding WAV and FLAC files plus a corrupt one; the server probes every audio
 task each round, keeps the best model per task and writes an encoder that takes the raw waveform.
+The run sends the whole SSL model (``transport-scope = "model"``): the heads travel and are averaged.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from launcher.flwr_cli import TINY_AUDIO_RUN
 
 pytestmark = pytest.mark.federation
 TASKS = ("speech-words", "sound-pitch", "sound-timbre")
+RUN = {**TINY_AUDIO_RUN, "transport-scope": "model"}
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,7 @@ def audio_run(tmp_path_factory):
     nodes = [{"partition-id": 0, "num-partitions": 2}, {"partition-id": 1, "num-partitions": 2},
              {"data-dir": str(mic)}]
     with LocalDeployment(root / "fed", node_configs=nodes, env={"OMP_NUM_THREADS": "1"}) as fed:
-        return fed.run({**TINY_AUDIO_RUN, "audio.corpus-dir": str(corpus)}, timeout=900)
+        return fed.run({**RUN, "audio.corpus-dir": str(corpus)}, timeout=900)
 
 
 def test_three_audio_clients_two_rounds_every_task_probed(audio_run):
@@ -66,3 +68,21 @@ def test_final_audio_encoder_takes_the_raw_waveform(audio_run):
     wave = torch.from_numpy(np.random.default_rng(0).uniform(-0.5, 0.5, (3, samples)).astype(np.float32))
     z = encoder(wave)
     assert z.shape == (3, meta["embedding_dim"]) and torch.isfinite(z).all()
+
+
+def test_the_heads_travel_and_are_averaged_when_the_run_sends_the_whole_model(audio_run):
+    from fedssl.config import RunConfig
+    from fedssl.modality import MODALITIES
+    from fedssl.ssl import build_ssl_model
+    from fedssl.state import shared_arrays
+
+    ckpt = torch.load(audio_run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    heads = sorted(k for k in ckpt["arrays"] if not k.startswith("backbone."))
+    assert heads and all(k.startswith("projector.") for k in heads)
+    cfg = RunConfig.from_flat({**RUN, "audio.corpus-dir": "unused"})
+    torch.manual_seed(cfg.seed)  # the server's starting point, rebuilt
+    start = shared_arrays(build_ssl_model(cfg.ssl, cfg.model, backbone=MODALITIES.get("audio").build_backbone(cfg)),
+                          "model")
+    assert set(start) == set(ckpt["arrays"])
+    moved = [k for k in heads if not np.allclose(np.asarray(ckpt["arrays"][k]), start[k])]
+    assert len(moved) >= len(heads) // 2  # trained on the devices, averaged by the server
