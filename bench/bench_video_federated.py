@@ -7,6 +7,9 @@ each (non-IID), ``ROUNDS`` rounds of ``STEPS`` local steps of 32 clips, 2 camera
 own probes give its scores after the last round; its ``baseline_probes`` give raw pixels and random
 init, measured in the same run. ``centralized:<method>`` trains one model in this process on the
 pooled train split for as many steps as a federation makes in all (rounds x 2 x steps): equal compute.
+After each plain FedAvg cell, ``fedssl.local_only`` (the demo's local-only baseline) trains every camera
+alone on its own shard for exactly the rounds and steps it trained in that federation, from the same
+initial encoder; its scores are the mean over the cameras (``local-only <method>`` rows).
 
 A cell is ``<method>`` (FedAvg, backbone only), optionally ``@<variant>``:
 
@@ -58,8 +61,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fedvssl-noswa": {**FEDVSSL_PAPER, "aggregation.beta": 0.0},
     "whole": {"aggregation.rule": "fedavg", "transport-scope": "model"},
 }
-DEFAULT_CELLS = ("simclr,centralized:simclr,simclr@whole,simclr@fedvssl,simclr@fedvssl-noswa,playback-speed,"
-                 "centralized:playback-speed,catch-the-patch,centralized:catch-the-patch")
+DEFAULT_CELLS = ("simclr,centralized:simclr,simclr@whole,simclr@fedvssl,simclr@fedvssl-noswa,"
+                 "playback-speed,centralized:playback-speed,catch-the-patch,centralized:catch-the-patch")
 TASKS = ("video-motion", "video-object")
 
 
@@ -98,6 +101,10 @@ def federated(sim: LocalSimulation, cell: str, corpus: Path) -> dict[str, Any]:
     started = time.perf_counter()
     run_dir = sim.run({**CONFIG, **VARIANTS[variant], "ssl.method": method, "video.corpus-dir": str(corpus)},
                       nodes=NODES)
+    if not variant:  # why federate: every camera alone, same rounds and steps (written into metrics.json)
+        from fedssl.local_only import run as local_only
+
+        local_only(run_dir, workers=2)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     last = metrics["rounds"][-1]
     return {"cell": cell, "seconds": round(time.perf_counter() - started, 1), "rounds": len(metrics["rounds"]),
@@ -128,8 +135,10 @@ def render(cells: list[dict[str, Any]]) -> str:
             if name in first["baselines"]:
                 lines.append(_row(name, first["baselines"][name]))
     for c in cells:
-        kind = "" if c["cell"].startswith("centralized:") else "federated "
+        kind = "" if ":" in c["cell"] else "federated "
         lines.append(_row(kind + c["cell"], c))
+        if "local-only" in c.get("baselines", {}):
+            lines.append(_row(f"local-only {c['cell']}", c["baselines"]["local-only"]))
     lines += ["", f"Command: `BENCH_VIDEO_ROUNDS={ROUNDS} BENCH_VIDEO_STEPS={STEPS} BENCH_VIDEO_SEED={SEED} "
               "python bench/bench_video_federated.py` (BENCH_VIDEO_CELLS="
               + ",".join(c["cell"] for c in cells) + "); seconds per cell: "
@@ -150,7 +159,9 @@ def summary(rounds: int, steps: int) -> str:
         for name in ("raw-pixels", "random-init"):
             rows.setdefault(name, []).append(base[name])
         for c in run["cells"]:
-            rows.setdefault(("" if c["cell"].startswith("centralized:") else "federated ") + c["cell"], []).append(c)
+            rows.setdefault(("" if ":" in c["cell"] else "federated ") + c["cell"], []).append(c)
+            if "local-only" in c.get("baselines", {}):
+                rows.setdefault(f"local-only {c['cell']}", []).append(c["baselines"]["local-only"])
     seeds = ", ".join(str(r["seed"]) for r in runs)
     lines = [f"# Federated video benchmark (issue 17, item 9): {rounds} rounds x {steps} steps, seeds {seeds}", "",
              f"Mean (min-max) over {len(runs)} seed(s); each seed's table is in video_federated_{rounds}x{steps}"

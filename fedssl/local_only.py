@@ -29,9 +29,8 @@ import torch
 
 from fedssl.atomic import atomic_write_json
 from fedssl.config import RunConfig
-from fedssl.data.fashion_mnist import fashion_mnist_shard
+from fedssl.modality import MODALITIES
 from fedssl.plot import plot_knn
-from fedssl.probe import load_probe_tasks, probe_backbone
 from fedssl.ssl import build_ssl_model
 from fedssl.summary import latest_run
 from fedssl.train import RoundPosition, train_local
@@ -67,15 +66,17 @@ def num_partitions_of(metrics: dict[str, Any]) -> int:
 
 def train_alone(cfg: RunConfig, shard: np.ndarray, rounds: list[tuple[int, int]]) -> torch.nn.Module:
     """One client's encoder after training alone for ``rounds`` ``[(round, steps), ...]``."""
+    modality = MODALITIES.get(cfg.data.modality)
     torch.manual_seed(cfg.seed)  # the federation's initial encoder (server_app.app seeds the same way)
-    model = build_ssl_model(cfg.ssl, cfg.model)
+    model = build_ssl_model(cfg.ssl, cfg.model, backbone=modality.build_backbone(cfg))
     optimizer_state = None
     for server_round, steps in rounds:
         train_cfg = replace(cfg.train, max_steps=steps)
         result = train_local(model, shard, cfg.model, train_cfg, seed=cfg.seed + server_round,
                              max_samples=cfg.data.max_samples,
                              position=RoundPosition(server_round, cfg.num_rounds),
-                             optimizer_state=optimizer_state if cfg.train.keep_optimizer_state else None)
+                             optimizer_state=optimizer_state if cfg.train.keep_optimizer_state else None,
+                             views=modality.views(cfg))
         optimizer_state = result.optimizer_state
     return model.backbone
 
@@ -84,11 +85,10 @@ def _client_scores(args: tuple[dict[str, Any], int, int, list[tuple[int, int]]])
     flat, pid, num_partitions, rounds = args
     torch.set_num_threads(1)  # one client per core
     cfg = RunConfig.from_flat(flat)
-    shard = fashion_mnist_shard(pid, num_partitions, cfg.data.partition, alpha=cfg.data.alpha,
-                                classes_per_client=cfg.data.classes_per_client, seed=cfg.seed)
+    modality = MODALITIES.get(cfg.data.modality)  # the client's own shard, as the simulated device read it
+    shard = modality.node_data(cfg, {"partition-id": pid, "num-partitions": num_partitions})
     backbone = train_alone(cfg, shard, rounds)
-    tasks = load_probe_tasks(cfg.eval, cfg.model.image_size, seed=cfg.seed)
-    return pid, probe_backbone(backbone, tasks, cfg.model, cfg.eval).as_dict()
+    return pid, modality.probe(backbone, modality.load_tasks(cfg), cfg, True).as_dict()
 
 
 def mean_scores(per_client: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
