@@ -162,6 +162,9 @@ def summary(rounds: int, steps: int) -> str:
             rows.setdefault(("" if ":" in c["cell"] else "federated ") + c["cell"], []).append(c)
             if "local-only" in c.get("baselines", {}):
                 rows.setdefault(f"local-only {c['cell']}", []).append(c["baselines"]["local-only"])
+    order = ["raw-pixels", "random-init"] + [name for cell in DEFAULT_CELLS.split(",") for name in (
+        ("" if ":" in cell else "federated ") + cell, f"local-only {cell}")]
+    rows = dict(sorted(rows.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
     seeds = ", ".join(str(r["seed"]) for r in runs)
     lines = [f"# Federated video benchmark (issue 17, item 9): {rounds} rounds x {steps} steps, seeds {seeds}", "",
              f"Mean (min-max) over {len(runs)} seed(s); each seed's table is in video_federated_{rounds}x{steps}"
