@@ -51,3 +51,22 @@ def test_run_writes_the_baseline_into_metrics_and_redraws_the_plot(tmp_path):
     assert baseline["fashion-mnist"] == pytest.approx(
         np.mean([c["knn"]["fashion-mnist"] for c in probes["clients"].values()]))
     assert scores["knn"] == baseline and (tmp_path / "knn.png").stat().st_size > 0
+
+
+def test_the_baseline_trains_and_probes_each_modality_s_own_clients(tmp_path):
+    """Video: each client alone on its own clip shard (motions), r3d-tiny, the video probes with top-5."""
+    from fedssl.data.video_corpus import CorpusSpec, make_corpus
+    from launcher.flwr_cli import TINY_VIDEO_RUN
+
+    make_corpus(tmp_path / "corpus", CorpusSpec(train_per_motion=4, test_per_motion=2))
+    cfg = RunConfig.from_flat({**TINY_VIDEO_RUN, "video.corpus-dir": str(tmp_path / "corpus"),
+                               "eval.gallery-size": 32, "eval.query-size": 16, "eval.linear-labels": 32})
+    metrics = _metrics(cfg, [[(0, 2), (1, 1)]])
+    metrics["baselines"] = {"raw-pixels": {"video-motion": 0.3, "video-object": 0.2}}
+    for entry in metrics["rounds"]:
+        entry["knn"] = {"video-motion": 0.3, "video-object": 0.2}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    scores = local_only.run(tmp_path, workers=1)
+    probes = json.loads((tmp_path / "metrics.json").read_text())["baseline_probes"]["local-only"]
+    assert set(scores["knn"]) == {"video-motion", "video-object"} and set(probes["clients"]) == {"0", "1"}
+    assert all(0.0 <= s <= 1.0 for s in scores["retrieval_top5"].values())
