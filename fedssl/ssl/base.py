@@ -13,8 +13,9 @@ BACKBONE_PREFIX = "backbone."
 class SSLModel(nn.Module):
     """A backbone plus the heads, targets and queues one SSL objective needs.
 
-    Only ``backbone.*`` entries of the state dict are sent to the server; the
-    rest (``local_state``) stays on the device between rounds.
+    By default only ``backbone.*`` entries of the state dict are sent to the server (``shared_state``;
+    ``transport-scope = "model"`` adds the heads); the rest (``local_state``) stays on the device
+    between rounds.
     """
 
     device_only_buffers: tuple[str, ...] = ()  # buffers that never leave the device (MoCo's queue)
