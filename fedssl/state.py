@@ -31,15 +31,14 @@ def to_torch(arrays: Mapping[str, np.ndarray]) -> dict[str, Tensor]:
     return out
 
 
-def backbone_arrays(model: nn.Module, dtype: str = "float32") -> dict[str, np.ndarray]:
-    """The ``backbone.*`` entries of a model's state dict, as NumPy arrays."""
-    state = {k: v for k, v in model.state_dict().items() if k.startswith(BACKBONE_PREFIX)}
-    return to_numpy(state, dtype)
-
-
 def shared_arrays(model: SSLModel, scope: str = "backbone", dtype: str = "float32") -> dict[str, np.ndarray]:
     """What travels under ``transport-scope`` (``SSLModel.shared_state``), as NumPy arrays."""
     return to_numpy(model.shared_state(scope), dtype)
+
+
+def backbone_arrays(model: SSLModel, dtype: str = "float32") -> dict[str, np.ndarray]:
+    """The ``backbone.*`` entries of a model's state dict, as NumPy arrays (the default transport scope)."""
+    return shared_arrays(model, "backbone", dtype)
 
 
 def load_heads(model: SSLModel, state: Mapping[str, Tensor]) -> None:

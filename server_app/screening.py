@@ -114,7 +114,7 @@ class DecodedOnAccess(Mapping[str, np.ndarray]):
 
 
 NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-NPY_PREAMBLE = {1: 10, 2: 12}  # magic (6) + version (2) + header length (2 bytes in 1.0, 4 in 2.0)
+NPY_LENGTH_BYTES = {1: 2, 2: 4}  # after magic (6) and version (2): the header's length, 2 bytes in 1.0, 4 in 2.0
 HEADER_CACHE_SIZE, HEADER_CACHE_MAX_BYTES = 4096, 1024  # bounded: a hostile stream cannot grow it
 _headers: dict[bytes, tuple[tuple[int, ...], bool, np.dtype, int]] = {}
 
@@ -125,10 +125,11 @@ def _npy_header(data: bytes) -> tuple[tuple[int, ...], bool, np.dtype, int]:
     Every reply of a round repeats the same headers (same model), and parsing one costs more than
     checking a small array, so parsed headers are remembered by their exact bytes.
     """
-    preamble = NPY_PREAMBLE.get(data[6]) if len(data) > 9 and data[:6] == b"\x93NUMPY" else None
+    length_bytes = NPY_LENGTH_BYTES.get(data[6]) if len(data) > 9 and data[:6] == b"\x93NUMPY" else None
     key = b""
-    if preamble is not None and len(data) >= preamble:
-        end = preamble + int.from_bytes(data[preamble - (2 if preamble == 10 else 4):preamble], "little")
+    if length_bytes is not None and len(data) >= 8 + length_bytes:
+        preamble = 8 + length_bytes
+        end = preamble + int.from_bytes(data[8:preamble], "little")
         key = bytes(data[:end]) if end <= HEADER_CACHE_MAX_BYTES else b""
         if key in _headers:
             return _headers[key]
