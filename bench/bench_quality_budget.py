@@ -49,8 +49,9 @@ METHODS = ("simclr", "byol", "barlowtwins", "moco")
 SPLITS = {"iid": {"data.partition": "iid"}, "dir0.5": {"data.partition": "dirichlet", "data.alpha": 0.5},
           "dir0.1": {"data.partition": "dirichlet", "data.alpha": 0.1}}
 SEEDS = (0, 1, 2)
-LEVERS: dict[str, dict[str, Any]] = {  # each switches one part of the default recipe back to the old one
-    "default": {},
+LEVERS: dict[str, dict[str, Any]] = {  # each switches one part of the default recipe back to the old one,
+    "default": {},                        # or tries a candidate for the next default
+    "block2-readout": {"model.readout": "block2", "model.embedding-dim": 3136},
     "per-sample-augmentation": {"train.augmentation": "per-sample", "train.crop-min-scale": 0.35,
                                 "train.erase-p": 0.25},
     "pool-readout": {"model.readout": "pool", "model.embedding-dim": 128},

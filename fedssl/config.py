@@ -29,7 +29,6 @@ TRANSPORT_SCOPES = ("backbone", "model")  # what travels: the encoder only (defa
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
 AUGMENTATIONS = ("batched", "per-sample")
-READOUTS = ("pool", "block3")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -55,7 +54,7 @@ class ModelConfig:
     in_channels: int = 1
     image_size: int = 28
     small_stem: bool = True
-    readout: str = "block3"  # smallcnn: "pool" (fc of block 4's global average) or "block3" (see SmallCNN)
+    readout: str = "block3"  # smallcnn: "pool" (fc of block 4's global average), "block3" or "block2" (see SmallCNN)
 
 
 @dataclass(frozen=True)
@@ -347,7 +346,7 @@ def validate_video(cfg: RunConfig) -> None:
 def _validate(cfg: RunConfig) -> RunConfig:
     from fedssl.data.partition import PARTITIONERS
     from fedssl.modality import MODALITIES
-    from fedssl.models.encoders import ENCODERS
+    from fedssl.models.encoders import ENCODERS, MAP_READOUTS, SMALLCNN_READOUTS, map_readout_dim
     from fedssl.ssl import BYOL_STYLE, METHODS
 
     modality = MODALITIES.get(cfg.data.modality)
@@ -376,14 +375,14 @@ def _validate(cfg: RunConfig) -> RunConfig:
     _in_range("model.embedding-dim", cfg.model.embedding_dim, 2, 8192)
     _choice("model.in-channels", str(cfg.model.in_channels), ("1", "3"))
     _in_range("model.image-size", cfg.model.image_size, 8, 1024)
-    _choice("model.readout", cfg.model.readout, READOUTS)
-    if cfg.model.encoder == "smallcnn" and cfg.model.readout == "block3":
+    _choice("model.readout", cfg.model.readout, SMALLCNN_READOUTS)
+    if cfg.model.encoder == "smallcnn" and cfg.model.readout in MAP_READOUTS:
         height, width = modality.input_hw(cfg)
-        expected = 128 * (height // 8) * (width // 8)
+        expected = map_readout_dim(cfg.model.readout, height, width)
         if cfg.model.embedding_dim != expected:
             raise ValueError(f"run config 'model.embedding-dim' = {cfg.model.embedding_dim} does not match "
-                             f"'model.readout' = 'block3' at {cfg.data.modality} input {height}x{width}: "
-                             f"it must be {expected}")
+                             f"'model.readout' = {cfg.model.readout!r} at {cfg.data.modality} input "
+                             f"{height}x{width}: it must be {expected}")
     elif cfg.model.readout != "pool":
         raise ValueError(f"run config 'model.readout' = {cfg.model.readout!r} applies to 'smallcnn' only; "
                          f"with 'model.encoder' = {cfg.model.encoder!r} set model.readout='pool' and "

@@ -40,8 +40,9 @@ def test_checkpoint_round_trip_and_clear_errors(tmp_path):
         load_encoder(tmp_path / "junk.pt")
 
 
-def test_block3_readout_embeds_the_standardised_block3_map_and_trains_on_block4():
-    cfg = ModelConfig(readout="block3", embedding_dim=1152)
+@pytest.mark.parametrize("readout,layers,dim", [("block3", 6, 1152), ("block2", 4, 3136)])
+def test_a_block_readout_embeds_the_standardised_map_and_trains_on_block4(readout, layers, dim):
+    cfg = ModelConfig(readout=readout, embedding_dim=dim)
     encoder = build_encoder(cfg)
     x = torch.rand(6, 1, 28, 28)
     encoder.train()
@@ -49,10 +50,10 @@ def test_block3_readout_embeds_the_standardised_block3_map_and_trains_on_block4(
     assert encoder.standardize.num_batches_tracked == 1  # the embedding's statistics follow training
     encoder.eval()
     z = encoder(x)
-    expected = encoder.features[:6](x).flatten(1)
+    expected = encoder.features[:layers](x).flatten(1)  # after that block's max-pool
     mean, var = encoder.standardize.running_mean, encoder.standardize.running_var
     torch.testing.assert_close(z, (expected - mean) / torch.sqrt(var + encoder.standardize.eps))
-    assert z.shape == (6, 1152)
+    assert z.shape == (6, dim)
 
 
 def test_block3_readout_needs_the_matching_embedding_dim():
@@ -64,3 +65,5 @@ def test_block3_readout_needs_the_matching_embedding_dim():
         RunConfig.from_flat({"model.readout": "block3", "model.embedding-dim": 128, "model.image-size": 32})
     with pytest.raises(ValueError, match="smallcnn"):
         RunConfig.from_flat({"model.readout": "block3", "model.embedding-dim": 1152, "model.encoder": "resnet18"})
+    with pytest.raises(ValueError, match="'block2' at image input 28x28: it must be 3136"):
+        RunConfig.from_flat({"model.readout": "block2", "model.embedding-dim": 1152})

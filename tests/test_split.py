@@ -21,13 +21,14 @@ from fedssl.state import strip_prefix, to_torch
 
 SMALL = ModelConfig()  # SmallCNN, block-3 read-out, 28x28 grey
 POOL = ModelConfig(readout="pool", embedding_dim=64)
+BLOCK2 = ModelConfig(readout="block2", embedding_dim=3136)
 RESNET = ModelConfig(encoder="resnet18", in_channels=3, image_size=32, readout="pool", embedding_dim=512,
                      small_stem=False)
 SSL = SSLConfig(method="moco", proj_dim=16, hidden_dim=32, temperature=0.2, momentum=0.9)
 
 
 @pytest.mark.parametrize("model,cut", [(SMALL, 1), (SMALL, 2), (SMALL, 3), (POOL, 1), (POOL, 3),
-                                       (RESNET, 1), (RESNET, 4)])
+                                       (BLOCK2, 1), (BLOCK2, 2), (RESNET, 1), (RESNET, 4)])
 def test_stem_then_trunk_is_the_whole_encoder(model, cut):
     torch.manual_seed(0)
     encoder = build_encoder(model).eval()
@@ -48,6 +49,14 @@ def test_stem_then_trunk_is_the_whole_encoder(model, cut):
 def test_a_cut_that_leaves_no_stem_or_no_trunk_is_refused(cut):
     with pytest.raises(ValueError, match="split.cut"):
         split_encoder(build_encoder(SMALL), SMALL, cut)
+
+
+def test_a_cut_after_the_read_out_block_is_refused_before_training():
+    with pytest.raises(ValueError, match="'split.cut' = 3 puts the read-out .*cut at most 2 blocks"):
+        split_encoder(build_encoder(BLOCK2), BLOCK2, 3)
+    with pytest.raises(ValueError, match="cut at most 2 blocks"):
+        RunConfig.from_flat({"mode": "split", "split.cut": 3, "model.readout": "block2",
+                             "model.embedding-dim": 3136, "ssl.method": "moco"})
 
 
 def test_queue_is_first_in_first_out_and_counts_its_fill():

@@ -48,6 +48,8 @@ class SmallCNN(Encoder):
         (a ``BatchNorm1d`` without affine weights; ``4 * width * (size // 8) ** 2`` wide, 1152 for
         28x28 input). It keeps where in the image a feature fires, which raw pixels are good at on
         centred images; the SSL heads sit on block 4's flattened map, so training is unchanged.
+      - ``block2``: the same read-out one block earlier (``2 * width * (size // 4) ** 2``, 3136 for
+        28x28): finer spatial layout, a wider embedding.
     """
 
     def __init__(self, in_channels: int = 1, embedding_dim: int = 128, width: int = 32, readout: str = "pool",
@@ -67,35 +69,43 @@ class SmallCNN(Encoder):
             self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
             self.fc = nn.Linear(8 * width, embedding_dim)
             self.ssl_dim = embedding_dim
-        elif readout == "block3":
+        elif readout in MAP_READOUTS:
             height, width_in = input_hw or (image_size, image_size)  # non-square: a spectrogram
-            cells = (height // 8) * (width_in // 8)
             self.features = nn.Sequential(*layers)
-            self.standardize = nn.BatchNorm1d(4 * width * cells, affine=False)
-            self.ssl_dim = 8 * width * cells
+            self.standardize = nn.BatchNorm1d(map_readout_dim(readout, height, width_in, width), affine=False)
+            self.ssl_dim = 8 * width * (height // 8) * (width_in // 8)
         else:
             raise ValueError(f"model.readout = {readout!r} is not one of {list(SMALLCNN_READOUTS)}")
 
     def forward(self, x: Tensor) -> Tensor:
         if self.readout == "pool":
             return self.fc(self.features(x))  # (batch, embedding_dim)
-        return self.standardize(self.features[:6](x).flatten(1))  # (batch, 4 * width * side * side)
+        return self.standardize(self.features[:self.readout_end](x).flatten(1))  # (batch, channels * cells)
 
     def ssl_features(self, x: Tensor) -> Tensor:
         if self.readout == "pool":
             return self(x)
-        h = self.features[:6](x)  # (batch, 4 * width, side, side)
+        h = self.features[:self.readout_end](x)  # (batch, channels, side, side): the read-out map
         if self.training:
             self.standardize(h.detach().flatten(1))  # keeps the embedding's running statistics current
-        return self.features[6](h).flatten(1)  # (batch, 8 * width * side * side)
+        return self.features[self.readout_end:](h).flatten(1)  # block 4: (batch, 8 * width * side * side)
+
+    @property
+    def readout_end(self) -> int:
+        """How many layers of ``features`` (conv blocks and max-pools) the read-out map comes after."""
+        return MAP_READOUTS[self.readout][0]
 
 
-SMALLCNN_READOUTS = ("pool", "block3")
+# read-out -> (layers of SmallCNN.features before it, its channels as a multiple of width, downsampling)
+MAP_READOUTS = {"block2": (4, 2, 4), "block3": (6, 4, 8)}
+SMALLCNN_READOUTS = ("pool", *MAP_READOUTS)
 
 
-def smallcnn_embedding_dim(cfg: ModelConfig, width: int = 32) -> int:
-    """The embedding width a SmallCNN with ``cfg.readout`` produces."""
-    return cfg.embedding_dim if cfg.readout == "pool" else 4 * width * (cfg.image_size // 8) ** 2
+def map_readout_dim(readout: str, height: int, width_in: int, width: int = 32) -> int:
+    """The embedding width of a block read-out: the max-pooled map of that block, flattened."""
+    _, channels, down = MAP_READOUTS[readout]
+    return channels * width * (height // down) * (width_in // down)
+
 
 
 class ResNet18Encoder(Encoder):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from fedssl.config import ModelConfig
-from fedssl.models.encoders import ResNet18Encoder, SmallCNN
+from fedssl.models.encoders import MAP_READOUTS, ResNet18Encoder, SmallCNN
 from fedssl.registry import Registry
 
 
@@ -49,12 +49,13 @@ class SmallCNNTrunk(nn.Module):
         if encoder.readout == "pool":
             self.fc = encoder.fc
         else:
+            self._readout_end = encoder.readout_end  # SplitPoint.check keeps the cut at or before it
             self.standardize = encoder.standardize
 
-    def _block3(self, h: Tensor) -> Tensor:
-        """Run the trunk up to the end of block 3 (layer index 5 of the encoder)."""
+    def _to_readout(self, h: Tensor) -> Tensor:
+        """Run the trunk's layers up to the read-out map (encoder layer index ``readout_end - 1``)."""
         for name, layer in self.features.named_children():
-            if int(name) > 5:
+            if int(name) >= self._readout_end:
                 break
             h = layer(h)
         return h
@@ -62,15 +63,18 @@ class SmallCNNTrunk(nn.Module):
     def forward(self, h: Tensor) -> Tensor:
         if self.readout == "pool":
             return self.fc(self.features(h))  # (batch, embedding_dim)
-        return self.standardize(self._block3(h).flatten(1))
+        return self.standardize(self._to_readout(h).flatten(1))
 
     def ssl_features(self, h: Tensor) -> Tensor:
         if self.readout == "pool":
             return self(h)
-        h = self._block3(h)
+        h = self._to_readout(h)
         if self.training:
             self.standardize(h.detach().flatten(1))  # the embedding's running statistics, as SmallCNN does
-        return self.features[-1](h).flatten(1)  # block 4: (batch, 8 * width * side * side)
+        for name, layer in self.features.named_children():  # the rest, up to block 4
+            if int(name) >= self._readout_end:
+                h = layer(h)
+        return h.flatten(1)  # block 4: (batch, 8 * width * side * side)
 
 
 class ResNetTrunk(nn.Module):
@@ -98,9 +102,10 @@ class SplitPoint:
 
     blocks: int
     cut: Callable[[nn.Module, int], tuple[Stem, nn.Module]]
+    readout_blocks: Callable[[ModelConfig], int] = lambda model: 0  # blocks the embedding is read after; 0: last
 
     def check(self, model: ModelConfig, cut: int) -> int:
-        """``cut`` itself if this encoder can be cut there.
+        """``cut`` itself if this encoder can be cut there (the server computes the read-out).
 
         Raises:
             ValueError: naming ``split.cut``, the value and the allowed range.
@@ -108,6 +113,10 @@ class SplitPoint:
         if not 1 <= cut < self.blocks:
             raise ValueError(f"run config 'split.cut' = {cut} is out of range [1, {self.blocks - 1}] for "
                              f"'model.encoder' = {model.encoder!r} ({self.blocks} blocks; the server keeps one)")
+        readout = self.readout_blocks(model)
+        if readout and cut > readout:
+            raise ValueError(f"run config 'split.cut' = {cut} puts the read-out of 'model.readout' = "
+                             f"{model.readout!r} (after block {readout}) on the device: cut at most {readout} blocks")
         return cut
 
 
@@ -129,7 +138,8 @@ def _cut_resnet(encoder: nn.Module, cut: int) -> tuple[Stem, nn.Module]:
 
 
 SPLIT_POINTS: Registry[SplitPoint] = Registry("model.encoder")  # an encoder without an entry cannot be split
-SPLIT_POINTS.add("smallcnn", SplitPoint(blocks=4, cut=_cut_smallcnn))
+SPLIT_POINTS.add("smallcnn", SplitPoint(blocks=4, cut=_cut_smallcnn, readout_blocks=lambda model: (
+    MAP_READOUTS[model.readout][0] // 2 if model.readout in MAP_READOUTS else 0)))
 SPLIT_POINTS.add("resnet18", SplitPoint(blocks=5, cut=_cut_resnet))
 
 
