@@ -41,25 +41,22 @@ CONFIG = {**AUDIO_RUN, "num-rounds": ROUNDS, "fraction-train": 0.5, "train.max-s
 
 
 def centralized(method: str, corpus: Path) -> dict[str, Any]:
-    """One model on the pooled train split for as many steps as the federation made (rounds x 2 devices x steps)."""
-    import torch
-
+    """One model on the pooled train split, round by round: as many steps per round as the federation's
+    2 devices made (``bench.centralized``, the federation's schedule)."""
+    from bench.centralized import equal_steps, train_centralized
     from fedssl.audio.data import corpus_shard
     from fedssl.config import RunConfig
     from fedssl.modality import MODALITIES
-    from fedssl.ssl import build_ssl_model
-    from fedssl.train import train_local
 
     started = time.perf_counter()
     cfg = RunConfig.from_flat({**CONFIG, "ssl.method": method, "audio.corpus-dir": str(corpus),
-                               "train.max-steps": ROUNDS * 2 * STEPS, "train.local-epochs": 100})
-    torch.manual_seed(cfg.seed)
+                               "train.local-epochs": 100})
+    model, results = train_centralized(cfg, corpus_shard(cfg, 0, 1), equal_steps(ROUNDS, 2, STEPS))
     modality = MODALITIES.get("audio")
-    model = build_ssl_model(cfg.ssl, cfg.model, backbone=modality.build_backbone(cfg))
-    result = train_local(model, corpus_shard(cfg, 0, 1), cfg.model, cfg.train, seed=cfg.seed, views=modality.views(cfg))
     scores = modality.probe(model.backbone, modality.load_tasks(cfg), cfg, True)
     return {"method": f"centralized:{method}", "seconds": round(time.perf_counter() - started, 1),
-            "federated": {"knn": scores.knn, "linear": scores.linear}, "steps": result.steps, "loss": [result.loss]}
+            "federated": {"knn": scores.knn, "linear": scores.linear}, "steps": sum(equal_steps(ROUNDS, 2, STEPS)),
+            "loss": [r.loss for r in results], "schedule": "rounds"}
 
 
 def run_method(sim: LocalSimulation, cell: str, corpus: Path) -> dict[str, Any]:

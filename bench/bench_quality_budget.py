@@ -25,20 +25,17 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from bench.centralized import train_centralized
 from bench.results import goal
 from fedssl import local_only
 from fedssl.config import RunConfig
 from fedssl.data.fashion_mnist import load_fashion_mnist
 from fedssl.probe import load_probe_tasks, probe_backbone
-from fedssl.ssl import build_ssl_model
-from fedssl.train import RoundPosition, train_local
 from launcher.simulation import LocalSimulation
 
 NAME = "quality_budget"
@@ -95,17 +92,7 @@ def centralized(flat: dict[str, Any], steps_per_round: list[int]) -> dict[str, d
     """One model on the pooled data, as many steps per round as all clients of that round together."""
     cfg = RunConfig.from_flat(flat)
     images, _ = load_fashion_mnist("train")
-    torch.manual_seed(cfg.seed)
-    model = build_ssl_model(cfg.ssl, cfg.model)  # the federation's initial encoder
-    state = None
-    for server_round, steps in enumerate(steps_per_round, start=1):
-        if steps == 0:
-            continue
-        train_cfg = replace(cfg.train, max_steps=steps)
-        result = train_local(model, images, cfg.model, train_cfg, seed=cfg.seed + server_round,
-                             max_samples=steps * cfg.train.batch_size,
-                             position=RoundPosition(server_round, cfg.num_rounds), optimizer_state=state)
-        state = result.optimizer_state if cfg.train.keep_optimizer_state else None
+    model, _ = train_centralized(cfg, images, steps_per_round, sample_each_round=True)
     tasks = load_probe_tasks(cfg.eval, cfg.model.image_size, seed=cfg.seed)
     return probe_backbone(model.backbone, tasks, cfg.model, cfg.eval).as_dict()
 

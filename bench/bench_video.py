@@ -44,24 +44,18 @@ def scores(probe) -> dict[str, dict[str, float]]:
 
 
 def run(method: str, corpus: Path) -> dict[str, Any]:
-    import torch
-
+    from bench.centralized import train_centralized
     from fedssl.config import RunConfig
     from fedssl.modality import MODALITIES
-    from fedssl.ssl import build_ssl_model
-    from fedssl.train import train_local
     from fedssl.video.data import corpus_shard
 
     cfg = RunConfig.from_flat({**CONFIG, "ssl.method": method, "video.corpus-dir": str(corpus)})
-    torch.manual_seed(cfg.seed)
     modality = MODALITIES.get("video")
     tasks = modality.load_tasks(cfg)
-    model = build_ssl_model(cfg.ssl, cfg.model, backbone=modality.build_backbone(cfg))
     started = time.perf_counter()
-    result = train_local(model, corpus_shard(cfg, 0, 1), cfg.model, cfg.train, seed=cfg.seed,
-                         views=modality.views(cfg))
-    return {"method": method, "steps": result.steps, "batch_size": cfg.train.batch_size, "loss": result.loss,
-            "seconds_per_step": (time.perf_counter() - started) / result.steps,
+    model, results = train_centralized(cfg, corpus_shard(cfg, 0, 1), [STEPS])  # one round, constant lr
+    return {"method": method, "steps": STEPS, "batch_size": cfg.train.batch_size, "loss": results[-1].loss,
+            "seconds_per_step": (time.perf_counter() - started) / STEPS,
             **scores(modality.probe(model.backbone, tasks, cfg, True))}
 
 

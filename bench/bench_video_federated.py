@@ -71,26 +71,21 @@ def scores(knn, top1, top5, linear) -> dict[str, dict[str, float]]:
 
 
 def centralized(method: str, corpus: Path) -> dict[str, Any]:
-    """One model on the pooled train split for as many steps as a federation makes (rounds x 2 x steps)."""
-    import torch
-
+    """One model on the pooled train split, round by round: as many steps per round as a federation's
+    2 cameras make (``bench.centralized``, the federation's schedule)."""
+    from bench.centralized import equal_steps, train_centralized
     from fedssl.config import RunConfig
     from fedssl.modality import MODALITIES
-    from fedssl.ssl import build_ssl_model
-    from fedssl.train import train_local
     from fedssl.video.data import corpus_shard
 
     started = time.perf_counter()
     cfg = RunConfig.from_flat({**CONFIG, "ssl.method": method, "video.corpus-dir": str(corpus),
-                               "data.partition": "iid", "train.max-steps": ROUNDS * 2 * STEPS})
-    torch.manual_seed(cfg.seed)
+                               "data.partition": "iid"})
+    model, results = train_centralized(cfg, corpus_shard(cfg, 0, 1), equal_steps(ROUNDS, 2, STEPS))
     modality = MODALITIES.get("video")
-    model = build_ssl_model(cfg.ssl, cfg.model, backbone=modality.build_backbone(cfg))
-    result = train_local(model, corpus_shard(cfg, 0, 1), cfg.model, cfg.train, seed=cfg.seed,
-                         views=modality.views(cfg))
     probe = modality.probe(model.backbone, modality.load_tasks(cfg), cfg, True)
     return {"cell": f"centralized:{method}", "seconds": round(time.perf_counter() - started, 1),
-            "steps": result.steps, "loss": [result.loss],
+            "steps": sum(equal_steps(ROUNDS, 2, STEPS)), "loss": [r.loss for r in results], "schedule": "rounds",
             **scores(probe.knn, probe.knn_report, probe.retrieval_top5, probe.linear)}
 
 
