@@ -9,6 +9,7 @@ federation is only what federating costs: one model on all the data instead of a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -21,13 +22,14 @@ from fedssl.ssl.base import SSLModel
 from fedssl.train import LocalResult, RoundPosition, train_local
 
 
-def train_centralized(cfg: RunConfig, data: Any, steps_per_round: list[int],
-                      sample_each_round: bool = False) -> tuple[SSLModel, list[LocalResult]]:
+def train_centralized(cfg: RunConfig, data: Any, steps_per_round: list[int], sample_each_round: bool = False,
+                      after_round: Callable[[int, SSLModel], None] | None = None
+                      ) -> tuple[SSLModel, list[LocalResult]]:
     """The model after ``steps_per_round`` (one entry per federated round), and each round's result.
 
     ``sample_each_round`` draws a fresh random sample of exactly the images a round needs (steps x
     batch) instead of shuffling all of ``data`` (the image benchmarks: the pooled set is larger than
-    a round visits).
+    a round visits). ``after_round(round, model)`` runs after each round that trained (learning curves).
     """
     modality = MODALITIES.get(cfg.data.modality)
     torch.manual_seed(cfg.seed)
@@ -42,6 +44,8 @@ def train_centralized(cfg: RunConfig, data: Any, steps_per_round: list[int],
                              optimizer_state=state, views=modality.views(cfg))
         state = result.optimizer_state if cfg.train.keep_optimizer_state else None
         results.append(result)
+        if after_round is not None:
+            after_round(server_round, model)
     return model, results
 
 

@@ -40,3 +40,14 @@ def test_it_starts_from_the_federation_initial_encoder_and_keeps_the_optimiser_s
     fresh = RunConfig.from_flat({**CONFIG, "train.keep-optimizer-state": False})
     _, restarted = train_centralized(fresh, _images(), [2, 2])
     assert all(s["step"] == 2 for s in restarted[-1].optimizer_state["state"].values())
+
+
+def test_the_recipe_curve_probes_after_every_round_of_a_variant():
+    from bench.bench_recipe_curve import curve
+
+    cell = curve("block2-readout", "3", rounds=2, steps=1, seed=0, quick=True)  # client 3's shard, 2 x 1 step
+    assert [p["round"] for p in cell["points"]] == [1, 2] and [p["steps"] for p in cell["points"]] == [1, 2]
+    assert cell["overrides"] == {"model.readout": "block2", "model.embedding-dim": 3136}
+    for point in cell["points"]:
+        assert {"knn", "knn_report", "knn_centred", "linear"} <= set(point)
+        assert all(0.0 <= point[k] <= 1.0 for k in ("knn", "knn_report", "knn_centred", "linear"))
