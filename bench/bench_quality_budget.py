@@ -49,6 +49,8 @@ SEEDS = (0, 1, 2)
 LEVERS: dict[str, dict[str, Any]] = {  # each switches one part of the default recipe back to the old one,
     "default": {},                        # or tries a candidate for the next default
     "block2-readout": {"model.readout": "block2", "model.embedding-dim": 3136},
+    "whole-model": {"transport-scope": "model"},  # the SSL heads travel: a first-time device starts from them
+    "24x25-steps": {"num-rounds": 24, "train.max-steps": 25},  # the same client steps, averaged twice as often
     "per-sample-augmentation": {"train.augmentation": "per-sample", "train.crop-min-scale": 0.35,
                                 "train.erase-p": 0.25},
     "pool-readout": {"model.readout": "pool", "model.embedding-dim": 128},
