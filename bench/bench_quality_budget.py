@@ -51,6 +51,8 @@ LEVERS: dict[str, dict[str, Any]] = {  # each switches one part of the default r
     "block2-readout": {"model.readout": "block2", "model.embedding-dim": 3136},
     "whole-model": {"transport-scope": "model"},  # the SSL heads travel: a first-time device starts from them
     "24x25-steps": {"num-rounds": 24, "train.max-steps": 25},  # the same client steps, averaged twice as often
+    "block2-24x25": {"model.readout": "block2", "model.embedding-dim": 3136, "num-rounds": 24,
+                     "train.max-steps": 25},  # the two levers that moved the federated score, together
     "per-sample-augmentation": {"train.augmentation": "per-sample", "train.crop-min-scale": 0.35,
                                 "train.erase-p": 0.25},
     "pool-readout": {"model.readout": "pool", "model.embedding-dim": 128},
