@@ -55,7 +55,7 @@ def centralized(method: str, corpus: Path) -> dict[str, Any]:
     modality = MODALITIES.get("audio")
     scores = modality.probe(model.backbone, modality.load_tasks(cfg), cfg, True)
     return {"method": f"centralized:{method}", "seconds": round(time.perf_counter() - started, 1),
-            "federated": {"knn": scores.knn, "linear": scores.linear}, "steps": sum(equal_steps(ROUNDS, 2, STEPS)),
+            "federated": {"knn": scores.knn, "linear": scores.linear}, "steps": sum(r.steps for r in results),
             "loss": [r.loss for r in results], "schedule": "rounds"}
 
 

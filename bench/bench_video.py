@@ -54,8 +54,8 @@ def run(method: str, corpus: Path) -> dict[str, Any]:
     tasks = modality.load_tasks(cfg)
     started = time.perf_counter()
     model, results = train_centralized(cfg, corpus_shard(cfg, 0, 1), [STEPS])  # one round, constant lr
-    return {"method": method, "steps": STEPS, "batch_size": cfg.train.batch_size, "loss": results[-1].loss,
-            "seconds_per_step": (time.perf_counter() - started) / STEPS,
+    return {"method": method, "steps": results[-1].steps, "batch_size": cfg.train.batch_size, "loss": results[-1].loss,
+            "seconds_per_step": (time.perf_counter() - started) / results[-1].steps,
             **scores(modality.probe(model.backbone, tasks, cfg, True))}
 
 

@@ -85,7 +85,7 @@ def centralized(method: str, corpus: Path) -> dict[str, Any]:
     modality = MODALITIES.get("video")
     probe = modality.probe(model.backbone, modality.load_tasks(cfg), cfg, True)
     return {"cell": f"centralized:{method}", "seconds": round(time.perf_counter() - started, 1),
-            "steps": sum(equal_steps(ROUNDS, 2, STEPS)), "loss": [r.loss for r in results], "schedule": "rounds",
+            "steps": sum(r.steps for r in results), "loss": [r.loss for r in results], "schedule": "rounds",
             **scores(probe.knn, probe.knn_report, probe.retrieval_top5, probe.linear)}
 
 

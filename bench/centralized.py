@@ -13,13 +13,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-import torch
-
 from fedssl.config import RunConfig
-from fedssl.modality import MODALITIES
-from fedssl.ssl import build_ssl_model
+from fedssl.local_only import train_rounds
 from fedssl.ssl.base import SSLModel
-from fedssl.train import LocalResult, RoundPosition, train_local
+from fedssl.train import LocalResult
 
 
 def train_centralized(cfg: RunConfig, data: Any, steps_per_round: list[int], sample_each_round: bool = False,
@@ -27,26 +24,15 @@ def train_centralized(cfg: RunConfig, data: Any, steps_per_round: list[int], sam
                       ) -> tuple[SSLModel, list[LocalResult]]:
     """The model after ``steps_per_round`` (one entry per federated round), and each round's result.
 
+    One device's training across rounds (``fedssl.local_only.train_rounds``) on the pooled data, the
+    schedule spanning ``len(steps_per_round)`` rounds; rounds with no steps are skipped.
     ``sample_each_round`` draws a fresh random sample of exactly the images a round needs (steps x
     batch) instead of shuffling all of ``data`` (the image benchmarks: the pooled set is larger than
     a round visits). ``after_round(round, model)`` runs after each round that trained (learning curves).
     """
-    modality = MODALITIES.get(cfg.data.modality)
-    torch.manual_seed(cfg.seed)
-    model = build_ssl_model(cfg.ssl, cfg.model, backbone=modality.build_backbone(cfg))
-    state, results = None, []
-    for server_round, steps in enumerate(steps_per_round, start=1):
-        if steps == 0:
-            continue
-        result = train_local(model, data, cfg.model, replace(cfg.train, max_steps=steps), seed=cfg.seed + server_round,
-                             max_samples=steps * cfg.train.batch_size if sample_each_round else 0,
-                             position=RoundPosition(server_round, len(steps_per_round)),
-                             optimizer_state=state, views=modality.views(cfg))
-        state = result.optimizer_state if cfg.train.keep_optimizer_state else None
-        results.append(result)
-        if after_round is not None:
-            after_round(server_round, model)
-    return model, results
+    rounds = [(server_round, steps) for server_round, steps in enumerate(steps_per_round, start=1) if steps]
+    return train_rounds(replace(cfg, num_rounds=len(steps_per_round)), data, rounds,
+                        lambda steps: steps * cfg.train.batch_size if sample_each_round else 0, after_round)
 
 
 def equal_steps(rounds: int, devices_per_round: int, local_steps: int) -> list[int]:

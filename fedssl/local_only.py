@@ -20,6 +20,7 @@ import multiprocessing
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,9 @@ from fedssl.config import RunConfig
 from fedssl.modality import MODALITIES
 from fedssl.plot import plot_knn
 from fedssl.ssl import build_ssl_model
+from fedssl.ssl.base import SSLModel
 from fedssl.summary import latest_run
-from fedssl.train import RoundPosition, train_local
+from fedssl.train import LocalResult, RoundPosition, train_local
 
 BASELINE = "local-only"
 
@@ -64,21 +66,38 @@ def num_partitions_of(metrics: dict[str, Any]) -> int:
     return counts.pop()
 
 
-def train_alone(cfg: RunConfig, shard: np.ndarray, rounds: list[tuple[int, int]]) -> torch.nn.Module:
-    """One client's encoder after training alone for ``rounds`` ``[(round, steps), ...]``."""
+def train_rounds(cfg: RunConfig, data: Any, rounds: list[tuple[int, int]],
+                 samples_per_round: Callable[[int], int] | None = None,
+                 after_round: Callable[[int, SSLModel], None] | None = None) -> tuple[SSLModel, list[LocalResult]]:
+    """The federation's initial model trained alone for ``rounds`` ``[(round, steps), ...]``, and each round's result.
+
+    Each round runs as a device runs it: the federation's learning-rate schedule at that round of
+    ``cfg.num_rounds``, the optimiser state kept between rounds when devices keep theirs.
+    ``samples_per_round(steps)`` caps the samples a round visits (default: ``data.max-samples``);
+    ``after_round(round, model)`` runs after each round (learning curves).
+    """
     modality = MODALITIES.get(cfg.data.modality)
     torch.manual_seed(cfg.seed)  # the federation's initial encoder (server_app.app seeds the same way)
     model = build_ssl_model(cfg.ssl, cfg.model, backbone=modality.build_backbone(cfg))
-    optimizer_state = None
+    optimizer_state, results = None, []
     for server_round, steps in rounds:
         train_cfg = replace(cfg.train, max_steps=steps)
-        result = train_local(model, shard, cfg.model, train_cfg, seed=cfg.seed + server_round,
-                             max_samples=cfg.data.max_samples,
+        result = train_local(model, data, cfg.model, train_cfg, seed=cfg.seed + server_round,
+                             max_samples=cfg.data.max_samples if samples_per_round is None
+                             else samples_per_round(steps),
                              position=RoundPosition(server_round, cfg.num_rounds),
                              optimizer_state=optimizer_state if cfg.train.keep_optimizer_state else None,
                              views=modality.views(cfg))
         optimizer_state = result.optimizer_state
-    return model.backbone
+        results.append(result)
+        if after_round is not None:
+            after_round(server_round, model)
+    return model, results
+
+
+def train_alone(cfg: RunConfig, shard: np.ndarray, rounds: list[tuple[int, int]]) -> torch.nn.Module:
+    """One client's encoder after training alone for ``rounds`` ``[(round, steps), ...]``."""
+    return train_rounds(cfg, shard, rounds)[0].backbone
 
 
 def _client_scores(args: tuple[dict[str, Any], int, int, list[tuple[int, int]]]) -> tuple[int, dict[str, Any]]:
