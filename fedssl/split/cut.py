@@ -48,33 +48,22 @@ class SmallCNNTrunk(nn.Module):
             (str(i), encoder.features[i]) for i in range(start, len(encoder.features))))
         if encoder.readout == "pool":
             self.fc = encoder.fc
-        else:
-            self._readout_end = encoder.readout_end  # SplitPoint.check keeps the cut at or before it
+        else:  # trunk layers before the read-out map (SplitPoint.check keeps the cut at or before it)
+            self._to_readout = encoder.readout_end - start
             self.standardize = encoder.standardize
-
-    def _to_readout(self, h: Tensor) -> Tensor:
-        """Run the trunk's layers up to the read-out map (encoder layer index ``readout_end - 1``)."""
-        for name, layer in self.features.named_children():
-            if int(name) >= self._readout_end:
-                break
-            h = layer(h)
-        return h
 
     def forward(self, h: Tensor) -> Tensor:
         if self.readout == "pool":
             return self.fc(self.features(h))  # (batch, embedding_dim)
-        return self.standardize(self._to_readout(h).flatten(1))
+        return self.standardize(self.features[:self._to_readout](h).flatten(1))
 
     def ssl_features(self, h: Tensor) -> Tensor:
         if self.readout == "pool":
             return self(h)
-        h = self._to_readout(h)
+        h = self.features[:self._to_readout](h)
         if self.training:
             self.standardize(h.detach().flatten(1))  # the embedding's running statistics, as SmallCNN does
-        for name, layer in self.features.named_children():  # the rest, up to block 4
-            if int(name) >= self._readout_end:
-                h = layer(h)
-        return h.flatten(1)  # block 4: (batch, 8 * width * side * side)
+        return self.features[self._to_readout:](h).flatten(1)  # block 4: (batch, 8 * width * side * side)
 
 
 class ResNetTrunk(nn.Module):
