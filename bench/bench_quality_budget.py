@@ -162,12 +162,17 @@ def _goals(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return goals
 
 
-def summary(cells: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Mean and spread over seeds of every score, per (method, split, lever)."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
+def margins(cells: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """Per (method, split, lever): seeds, mean federated kNN, and mean (range) of the margins in points."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for c in cells:
         groups.setdefault((c["method"], c["split"], c["lever"]), []).append(c)
-    return {":".join(k): {f"{name} {probe}": (float(np.mean(v)), float(np.std(v)))
-                          for name in cs[0]["scores"] for probe in cs[0]["scores"][name]
-                          for v in [[c["scores"][name][probe] for c in cs]]}
-            for k, cs in groups.items()}
+
+    def gap(cs: list[dict[str, Any]], a: str, b: str) -> str:
+        values = [100 * (c["scores"][a]["knn"] - c["scores"][b]["knn"]) for c in cs]
+        return f"{np.mean(values):+.1f} ({min(values):+.1f} to {max(values):+.1f})"
+
+    return [(" ".join(key), str(len(cs)), f"{np.mean([c['scores']['federated']['knn'] for c in cs]):.4f}",
+             gap(cs, "federated", "local-only"), gap(cs, "federated", "raw-pixels"),
+             gap(cs, "federated", "random-init"), gap(cs, "centralized", "local-only"))
+            for key, cs in groups.items()]

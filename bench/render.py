@@ -239,6 +239,8 @@ def quality(d: dict[str, Any], results_dir: Path, prefix: str) -> str:
 
 
 def quality_budget(d: dict[str, Any], results_dir: Path, prefix: str) -> str:
+    from bench.bench_quality_budget import margins
+
     cells = d["results"]["cells"]
     names = ("federated", "centralized", "local-only", "raw-pixels", "random-init", "random-init-bn")
     rows = []
@@ -261,22 +263,7 @@ def quality_budget(d: dict[str, Any], results_dir: Path, prefix: str) -> str:
               "(centralized at equal images minus local-only: what a federation could gain over local-only if "
               "federating cost nothing).\n\n" + table(
                 ["method, split, lever", "seeds", "federated", "federated - local-only", "federated - raw pixels",
-                 "federated - random init", "centralized - local-only"], _quality_budget_means(cells)))
-
-
-def _quality_budget_means(cells: list[dict[str, Any]]) -> list[tuple[str, ...]]:
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-    for c in cells:
-        groups.setdefault((c["method"], c["split"], c["lever"]), []).append(c)
-
-    def gap(cs: list[dict[str, Any]], a: str, b: str) -> str:
-        values = [100 * (c["scores"][a]["knn"] - c["scores"][b]["knn"]) for c in cs]
-        return f"{sum(values) / len(values):+.1f} ({min(values):+.1f} to {max(values):+.1f})"
-
-    return [(" ".join(key), str(len(cs)), f"{sum(c['scores']['federated']['knn'] for c in cs) / len(cs):.4f}",
-             gap(cs, "federated", "local-only"), gap(cs, "federated", "raw-pixels"),
-             gap(cs, "federated", "random-init"), gap(cs, "centralized", "local-only"))
-            for key, cs in groups.items()]
+                 "federated - random init", "centralized - local-only"], margins(cells)))
 
 
 def streaming(d: dict[str, Any], _: Path, __: str) -> str:
